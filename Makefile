@@ -1,0 +1,48 @@
+# launch-gateway: every target works on a fresh clone (it creates .venv and installs what it needs).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint proto proto-check unit e2e system-deps node-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## demo: the gateway in front of the local Launch server; a sync, an async and a streaming call
+demo: $(STAMP)
+	$(BIN)/launch-gateway demo
+
+## test: everything CI checks: lint, generated-code drift, the whole test suite
+test: $(STAMP) node-deps system-deps
+	$(MAKE) lint proto-check
+	$(BIN)/pytest
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+node-deps: node_modules/.installed
+
+## system-deps: Debian packages the tests drive (redis-server); installed only when missing
+system-deps:
+	@./.ci/system-deps
+
+lint: $(STAMP) node-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cd protos && ../node_modules/.bin/buf lint
+
+## proto: regenerate gateway/_proto from protos/
+proto: $(STAMP)
+	$(BIN)/python tools/proto.py
+
+proto-check: $(STAMP)
+	$(BIN)/python tools/proto.py --check
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,144 @@
+"""The `launch-gateway` command: `serve`, `local-launch`, `demo` and `check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+from gateway.config import ConfigError, Settings, load_settings
+
+
+def run(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main` on uvloop when it is installed (faster), else on asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+async def until_signalled(stop: Callable[[], Awaitable[None]]) -> None:
+    """Wait for SIGINT or SIGTERM, then run `stop`."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    await stop()
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "upstream.url": args.upstream,
+        "upstream.auth": args.upstream_auth,
+        "server.host": args.host,
+        "server.port": args.port,
+    }
+    return load_settings(args.config, env=os.environ, overrides=overrides)
+
+
+async def serve(settings: Settings) -> int:
+    from gateway.server import GatewayServer
+
+    api_key = os.environ.get(settings.upstream.api_key_env) or None
+    gateway = GatewayServer(settings, upstream_api_key=api_key)
+    await gateway.start()
+    key_note = f"key from ${settings.upstream.api_key_env}" if api_key else "no upstream key set"
+    if settings.upstream.auth == "forward":
+        key_note = "forwarding each caller's key"
+    print(
+        f"launch-gateway listening on {gateway.address} -> {settings.upstream.url} ({key_note})",
+        flush=True,
+    )
+    await until_signalled(gateway.stop)
+    return 0
+
+
+async def local_launch(args: argparse.Namespace) -> int:
+    from gateway.local_launch import LocalLaunchServer, describe_endpoints, parse_endpoint_spec
+
+    specs = [parse_endpoint_spec(text) for text in args.endpoint] or None
+    server = LocalLaunchServer(
+        specs, host=args.host, port=args.port, api_keys=args.api_key, ping_interval=args.ping_interval
+    )
+    await server.start()
+    print(f"local Launch server listening on {server.url}", flush=True)
+    for line in describe_endpoints(server):
+        print(f"  {line}", flush=True)
+    await until_signalled(server.stop)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="launch-gateway", description="A gRPC gateway for Scale Launch.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_cmd = commands.add_parser("serve", help="run the gateway")
+    serve_cmd.add_argument("--config", help="TOML file with settings (flags override it)")
+    serve_cmd.add_argument("--upstream", help="the Launch API's base URL (upstream.url)")
+    serve_cmd.add_argument(
+        "--upstream-auth", choices=("service", "forward"), help="whose Launch key goes upstream (upstream.auth)"
+    )
+    serve_cmd.add_argument("--host", help="address to listen on (server.host)")
+    serve_cmd.add_argument("--port", type=int, help="port to listen on, 0 for any (server.port)")
+
+    local_cmd = commands.add_parser("local-launch", help="run the Launch-compatible local server")
+    local_cmd.add_argument("--host", default="127.0.0.1")
+    local_cmd.add_argument("--port", type=int, default=5005)
+    local_cmd.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="NAME=KIND:module:function",
+        help="serve a Python function as an endpoint (repeatable; KIND is sync, async or streaming)",
+    )
+    local_cmd.add_argument(
+        "--api-key", action="append", default=[], help="accept only this API key (repeatable; none: accept all)"
+    )
+    local_cmd.add_argument("--ping-interval", type=float, default=15.0, help="seconds between SSE pings")
+
+    demo_cmd = commands.add_parser("demo", help="the gateway and a local Launch server, with three calls")
+    demo_cmd.add_argument("--once", action="store_true", help="exit after the calls instead of serving")
+
+    check_cmd = commands.add_parser("check-config", help="validate a config file offline")
+    check_cmd.add_argument("file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            return run(serve(settings_from(args)))
+        if args.command == "local-launch":
+            return run(local_launch(args))
+        if args.command == "demo":
+            from gateway.demo import demo
+
+            return run(demo(once=args.once))
+        if args.command == "check-config":
+            load_settings(args.file, env={})
+            print(f"{args.file}: ok")
+            return 0
+    except (ConfigError, ValueError) as exc:
+        print(f"launch-gateway: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Settings: frozen dataclasses, read from one TOML file, then environment variables, then flags.
+
+Every setting has a dotted name (`upstream.url`), a TOML key (`[upstream] url = ...`) and an
+environment variable (`LAUNCH_GATEWAY_UPSTREAM_URL`); later sources override earlier ones. A bad
+value is reported with its dotted name and the reason, all problems at once (`ConfigError`).
+Secrets are not settings: the config names where a secret comes from (an environment variable),
+never the secret itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ENV_PREFIX = "LAUNCH_GATEWAY_"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where and how the gRPC server listens."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    reflection: bool = True
+    grace_period: float = 10.0  # seconds calls in flight get to finish on shutdown
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """The Launch API the gateway calls."""
+
+    url: str = "https://api.scale.com/v1/launch"
+    # "service": the gateway's own key (from api_key_env) for every call;
+    # "forward": each caller's key, from its `authorization` metadata.
+    auth: Literal["service", "forward"] = "service"
+    api_key_env: str = "LAUNCH_API_KEY"
+    endpoint_cache_ttl: float = 15.0  # seconds a name -> endpoint lookup is reused
+    max_connections: int = 256  # pooled keep-alive connections to the upstream
+    connect_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class TimeoutSettings:
+    """Upstream time limits in seconds, used when the caller sets no deadline (a deadline always wins)."""
+
+    sync: float = 300.0  # Predict
+    submit: float = 30.0  # SubmitAsync
+    poll: float = 30.0  # one GetAsyncTask poll, and GetEndpoint
+    stream_idle: float = (
+        60.0  # StreamPredict: longest quiet time between upstream reads (Launch pings every 15 s)
+    )
+    max_wait: float = 900.0  # WaitAsyncTask with neither a timeout nor a deadline
+    deadline_margin: float = 0.02  # kept back from the caller's deadline to answer in time
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    """How WaitAsyncTask polls the upstream: exponential backoff from `initial` up to `max`."""
+
+    initial: float = 0.05
+    multiplier: float = 1.5
+    max: float = 1.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings; one section per concern."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
+    poll: PollSettings = field(default_factory=PollSettings)
+
+
+class ConfigError(ValueError):
+    """The configuration has problems; `problems` lists each as "<dotted.name>: <reason>"."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+def _sections() -> dict[str, type[Any]]:
+    hints = typing.get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Settings)}
+
+
+def setting_names() -> list[str]:
+    """Every dotted setting name, in declaration order."""
+    return [f"{s}.{f.name}" for s, cls in _sections().items() for f in dataclasses.fields(cls)]
+
+
+def env_var(name: str) -> str:
+    """The environment variable that overrides a dotted setting."""
+    return ENV_PREFIX + name.replace(".", "_").upper()
+
+
+def _coerce(name: str, hint: Any, value: Any, problems: list[str]) -> Any:
+    """`value` as the setting's type; strings (from env or flags) are parsed."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            problems.append(f"{name}: must be one of {', '.join(map(str, choices))}, not {value!r}")
+        return value
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return value.lower() in {"1", "true", "yes", "on"}
+        if not isinstance(value, bool):
+            problems.append(f"{name}: must be true or false, not {value!r}")
+        return value
+    if hint in (int, float):
+        try:
+            number = hint(value) if isinstance(value, str) else value
+        except ValueError:
+            number = None
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, int | float)
+            or (hint is int and number != int(number))
+        ):
+            problems.append(f"{name}: must be {'an integer' if hint is int else 'a number'}, not {value!r}")
+            return value
+        return hint(number)
+    if hint is str and not isinstance(value, str):
+        problems.append(f"{name}: must be a string, not {value!r}")
+    return value
+
+
+def _check(settings: Settings, problems: list[str]) -> None:
+    """Rules between values that types alone do not catch."""
+    if not 0 <= settings.server.port <= 65535:
+        problems.append(f"server.port: must be within 0..65535, not {settings.server.port}")
+    if not settings.upstream.url.startswith(("http://", "https://")):
+        problems.append(f"upstream.url: must start with http:// or https://, not {settings.upstream.url!r}")
+    positive = {
+        "server.grace_period": settings.server.grace_period,
+        "upstream.endpoint_cache_ttl": settings.upstream.endpoint_cache_ttl,
+        "upstream.max_connections": settings.upstream.max_connections,
+        "upstream.connect_timeout": settings.upstream.connect_timeout,
+        "timeouts.sync": settings.timeouts.sync,
+        "timeouts.submit": settings.timeouts.submit,
+        "timeouts.poll": settings.timeouts.poll,
+        "timeouts.stream_idle": settings.timeouts.stream_idle,
+        "timeouts.max_wait": settings.timeouts.max_wait,
+        "poll.initial": settings.poll.initial,
+        "poll.max": settings.poll.max,
+    }
+    problems.extend(f"{k}: must be greater than 0, not {v}" for k, v in positive.items() if v <= 0)
+    if settings.timeouts.deadline_margin < 0:
+        problems.append("timeouts.deadline_margin: must not be negative")
+    if settings.poll.multiplier < 1:
+        problems.append(f"poll.multiplier: must be at least 1, not {settings.poll.multiplier}")
+    if settings.poll.max < settings.poll.initial:
+        problems.append("poll.max: must not be less than poll.initial")
+
+
+def build_settings(
+    file_values: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Settings from parsed TOML, then `env`, then `overrides` (dotted names; None means unset)."""
+    problems: list[str] = []
+    file_values = dict(file_values or {})
+    sections: dict[str, Any] = {}
+    for section, cls in _sections().items():
+        table = file_values.pop(section, {})
+        if not isinstance(table, dict):
+            problems.append(f"{section}: must be a table ([{section}])")
+            table = {}
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}
+        problems.extend(f"{section}.{key}: unknown setting" for key in table if key not in known)
+        values: dict[str, Any] = {}
+        for name in known:
+            dotted = f"{section}.{name}"
+            raw = table.get(name)
+            if env and env_var(dotted) in env:
+                raw = env[env_var(dotted)]
+            if overrides and overrides.get(dotted) is not None:
+                raw = overrides[dotted]
+            if raw is not None:
+                values[name] = _coerce(dotted, hints[name], raw, problems)
+        sections[section] = values
+    problems.extend(f"{key}: unknown section" for key in file_values)
+    if problems:
+        raise ConfigError(problems)
+    settings = Settings(**{name: cls(**sections[name]) for name, cls in _sections().items()})
+    _check(settings, problems)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def load_settings(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Settings from a TOML file (optional), the environment and flag overrides."""
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            file_values = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
+    return build_settings(file_values, env, overrides)

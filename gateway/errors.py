@@ -1,0 +1,192 @@
+"""The gateway's expected failures and the one table from upstream HTTP status to gRPC code.
+
+Everything a caller can be told is a `GatewayError`, carrying a gRPC code, a message and, for
+throttling, a retry delay. The service boundary turns it into the RPC's status; anything else
+that escapes a handler is a bug and becomes INTERNAL there.
+
+    GatewayError                    code chosen per instance (e.g. from the HTTP table)
+    ├── InvalidArgument             INVALID_ARGUMENT: the request names the field and the reason
+    ├── NotFound                    NOT_FOUND: unknown endpoint or task
+    ├── WrongEndpointKind           FAILED_PRECONDITION: the RPC does not fit the endpoint's kind
+    ├── Unauthenticated             UNAUTHENTICATED: no credential, or one the upstream refused
+    ├── UpstreamUnavailable         UNAVAILABLE: the upstream could not be reached or is down
+    ├── UpstreamTimeout             DEADLINE_EXCEEDED: the upstream did not answer in time
+    └── UpstreamProtocolError       INTERNAL: the upstream answered something we cannot read
+
+This module is pure: it imports neither grpc nor aiohttp. `Code` mirrors grpc.StatusCode by
+name and value so the boundary converts with `grpc.StatusCode[code.name]`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from types import MappingProxyType
+
+
+class Code(enum.IntEnum):
+    """gRPC status codes (google.rpc.Code), by the names grpc.StatusCode uses."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+class GatewayError(Exception):
+    """An expected failure: the RPC ends with `code` and `message`.
+
+    `retry_after` (seconds) becomes a google.rpc.RetryInfo detail; `http_status` is the upstream
+    status that caused the error, if any, and is reported in a google.rpc.ErrorInfo detail.
+    """
+
+    code: Code = Code.UNKNOWN
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: Code | None = None,
+        retry_after: float | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after
+        self.http_status = http_status
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code.name}, {self.message!r})"
+
+
+class InvalidArgument(GatewayError):
+    """The request is malformed; the message starts with the field's path."""
+
+    code = Code.INVALID_ARGUMENT
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+
+
+class NotFound(GatewayError):
+    code = Code.NOT_FOUND
+
+
+class WrongEndpointKind(GatewayError):
+    code = Code.FAILED_PRECONDITION
+
+
+class Unauthenticated(GatewayError):
+    code = Code.UNAUTHENTICATED
+
+
+class UpstreamUnavailable(GatewayError):
+    code = Code.UNAVAILABLE
+
+
+class UpstreamTimeout(GatewayError):
+    code = Code.DEADLINE_EXCEEDED
+
+
+class UpstreamProtocolError(GatewayError):
+    code = Code.INTERNAL
+
+
+# Upstream HTTP status -> gRPC code. Not grpc's own http-grpc-status-mapping.md, which is meant for
+# clients that got no grpc-status at all and sends 429 to UNAVAILABLE and 404 to UNIMPLEMENTED:
+# here the status comes from a model API whose 404 means "no such endpoint" and whose 429 means
+# "slow down", and clients retry UNAVAILABLE automatically.
+HTTP_TO_GRPC: Mapping[int, Code] = MappingProxyType(
+    {
+        400: Code.INVALID_ARGUMENT,  # Launch: "Invalid request: ..." (wrong kind is caught before the call)
+        401: Code.UNAUTHENTICATED,
+        403: Code.PERMISSION_DENIED,
+        404: Code.NOT_FOUND,  # Launch: the endpoint is unknown or not the caller's
+        408: Code.DEADLINE_EXCEEDED,  # Launch: the model did not answer a sync task in time
+        409: Code.ABORTED,
+        413: Code.RESOURCE_EXHAUSTED,  # the request is too large for the upstream
+        422: Code.INVALID_ARGUMENT,  # Launch's body validation (FastAPI)
+        429: Code.RESOURCE_EXHAUSTED,  # throttled: not UNAVAILABLE, which clients retry at once
+        499: Code.CANCELLED,
+        500: Code.INTERNAL,
+        501: Code.UNIMPLEMENTED,
+        502: Code.UNAVAILABLE,
+        503: Code.UNAVAILABLE,  # Launch: "Message broker temporarily unavailable. Please retry."
+        504: Code.DEADLINE_EXCEEDED,
+    }
+)
+
+
+def code_for_http_status(status: int) -> Code:
+    """The gRPC code for an upstream HTTP error status: the table, then by class."""
+    if status in HTTP_TO_GRPC:
+        return HTTP_TO_GRPC[status]
+    if 500 <= status < 600:
+        return Code.INTERNAL
+    if 400 <= status < 500:
+        return Code.FAILED_PRECONDITION  # a client error the table does not name: not ours to retry
+    return Code.UNKNOWN  # 1xx or 3xx where a final answer was expected
+
+
+def describe_error_body(body: bytes, limit: int = 300) -> str:
+    """A short, readable account of an upstream error body.
+
+    Launch errors are `{"detail": "..."}`, validation errors `{"detail": [{"loc", "msg"}]}` and
+    throttling `{"error": "..."}`; anything else is shown as (trimmed) text.
+    """
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        return text[:limit] if text else "(empty body)"
+    if isinstance(parsed, dict):
+        detail = parsed.get("detail", parsed.get("error"))
+        if isinstance(detail, str):
+            return detail[:limit]
+        if isinstance(detail, list):
+            parts = []
+            for item in detail:
+                if isinstance(item, dict):
+                    loc = ".".join(str(p) for p in item.get("loc", ()))
+                    parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
+            if parts:
+                return "; ".join(parts)[:limit]
+    return json.dumps(parsed)[:limit]
+
+
+def error_from_http(
+    method: str, route: str, status: int, body: bytes, retry_after: float | None = None
+) -> GatewayError:
+    """The error for an upstream non-2xx answer; the message names the route and the status."""
+    message = f"upstream {method} {route} answered HTTP {status}: {describe_error_body(body)}"
+    return GatewayError(
+        message, code=code_for_http_status(status), retry_after=retry_after, http_status=status
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header given as delta-seconds; None when absent or a date."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

@@ -1,0 +1,57 @@
+"""The header rules: which gRPC metadata the gateway reads, and which HTTP headers it sends upstream.
+
+- `authorization` (in `forward` mode): the caller's Launch API key, as `Bearer <key>`, as
+  `Basic <base64(key:)>` or bare. It goes upstream as Launch's clients send it: HTTP Basic with the
+  key as user name and an empty password.
+- `x-request-id` and `traceparent` pass through to the upstream unchanged, so one id follows a
+  call across both hops; other metadata stays at the gateway.
+Pure: no grpc, no aiohttp.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping
+
+PASSED_THROUGH = ("x-request-id", "traceparent", "tracestate")
+
+Metadata = Iterable[tuple[str, str | bytes]]
+
+
+def metadata_value(metadata: Metadata | None, key: str) -> str | None:
+    """The first value of `key` in call metadata (keys arrive lower-case), or None."""
+    for name, value in metadata or ():
+        if name == key:
+            return value.decode("latin-1") if isinstance(value, bytes) else value
+    return None
+
+
+def key_from_authorization(value: str | None) -> str | None:
+    """The API key in an `authorization` value (Bearer, Basic or bare), or None."""
+    if not value:
+        return None
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return rest.strip() or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(rest.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[0] or None
+    return value.strip() if not rest else None
+
+
+def basic_authorization(api_key: str) -> str:
+    """The `Authorization` header Launch expects: Basic with the key as user name."""
+    return "Basic " + base64.b64encode(f"{api_key}:".encode()).decode()
+
+
+def passed_through_headers(metadata: Metadata | None) -> Mapping[str, str]:
+    """The tracing headers to send upstream, taken from the call's metadata."""
+    headers: dict[str, str] = {}
+    for name, value in metadata or ():
+        if name in PASSED_THROUGH and not isinstance(value, bytes):
+            headers[name] = value
+    return headers

@@ -1,0 +1,212 @@
+"""The Launch HTTP API client: one pooled aiohttp session per upstream, one method per route.
+
+Methods take bodies already encoded (`translate`) and return parsed JSON; every failure leaves as
+a `GatewayError`. aiohttp's exceptions are mapped to ours in exactly one place
+(`_transport_errors`), and non-2xx answers through the one HTTP table in `errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import ssl
+from collections.abc import AsyncGenerator, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from gateway.errors import (
+    GatewayError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    error_from_http,
+    parse_retry_after,
+)
+from gateway.sse import EventTooLarge, SSEParser
+
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+_SSE_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+
+
+@dataclass(frozen=True)
+class UpstreamCall:
+    """What one RPC's upstream requests carry: credential, tracing headers and time budget."""
+
+    authorization: str | None  # the full Authorization header, or None to send none
+    timeout: float  # seconds for the whole request (for streams: the idle time between events)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def request_headers(self, base: Mapping[str, str]) -> dict[str, str]:
+        headers = {**base, **self.headers}
+        if self.authorization:
+            headers["Authorization"] = self.authorization
+        return headers
+
+
+@contextlib.contextmanager
+def _transport_errors(method: str, route: str, timeout: float) -> Iterator[None]:
+    """Map aiohttp's and asyncio's failures for one request to GatewayErrors."""
+    where = f"upstream {method} {route}"
+    try:
+        yield
+    except GatewayError:
+        raise
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise UpstreamTimeout(f"{where}: no answer within {timeout:.3g} s") from None
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnavailable(f"{where}: cannot connect ({exc.os_error.strerror or exc})") from None
+    except aiohttp.ClientPayloadError:
+        raise UpstreamUnavailable(f"{where}: the response was cut off") from None
+    except aiohttp.ServerDisconnectedError:
+        raise UpstreamUnavailable(f"{where}: the server closed the connection") from None
+    except aiohttp.ClientResponseError as exc:
+        raise UpstreamUnavailable(f"{where}: bad HTTP response ({exc.message})") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamUnavailable(f"{where}: {type(exc).__name__}: {exc}") from None
+
+
+class LaunchAPI:
+    """The routes of the Launch API the gateway uses (launch-http-api.md §1)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        max_connections: int = 256,
+        connect_timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._max_connections = max_connections
+        self._connect_timeout = connect_timeout
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, ssl=self._ssl, keepalive_timeout=30, enable_cleanup_closed=False
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"User-Agent": "launch-gateway"},
+            json_serialize=json.dumps,
+            skip_auto_headers=("Accept-Encoding",),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("LaunchAPI.start() was not called")
+        return self._session
+
+    def _timeout(self, total: float | None, sock_read: float | None = None) -> aiohttp.ClientTimeout:
+        connect = self._connect_timeout if total is None else min(self._connect_timeout, total)
+        return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=sock_read)
+
+    async def _json(
+        self,
+        method: str,
+        route: str,
+        call: UpstreamCall,
+        *,
+        params: Mapping[str, str],
+        body: bytes | None = None,
+    ) -> Any:
+        with _transport_errors(method, route, call.timeout):
+            async with self.session.request(
+                method,
+                self._base + route,
+                params=params,
+                data=body,
+                headers=call.request_headers(_JSON_HEADERS),
+                timeout=self._timeout(call.timeout),
+            ) as response:
+                raw = await response.read()
+                if response.status >= 300:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    raise error_from_http(method, route, response.status, raw, retry_after)
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise UpstreamProtocolError(f"upstream {method} {route} answered invalid JSON: {exc}") from None
+
+    async def find_endpoint(self, name: str, call: UpstreamCall) -> Mapping[str, Any] | None:
+        """The record of the endpoint called `name`, or None (Launch answers an empty list)."""
+        payload = await self._json("GET", "/v1/model-endpoints", call, params={"name": name})
+        endpoints = payload.get("model_endpoints") if isinstance(payload, dict) else None
+        if not isinstance(endpoints, list):
+            raise UpstreamProtocolError(
+                "upstream GET /v1/model-endpoints answered without a model_endpoints list"
+            )
+        for record in endpoints:
+            # Launch matches the exact name; a proxy in between might not.
+            if isinstance(record, dict) and record.get("name") == name:
+                return record
+        return None
+
+    async def sync_predict(self, endpoint_id: str, body: bytes, call: UpstreamCall) -> Any:
+        """`POST /v1/sync-tasks`: the task's response body."""
+        return await self._json(
+            "POST", "/v1/sync-tasks", call, params={"model_endpoint_id": endpoint_id}, body=body
+        )
+
+    async def submit_async(self, endpoint_id: str, body: bytes, call: UpstreamCall) -> str:
+        """`POST /v1/async-tasks`: the new task's id."""
+        payload = await self._json(
+            "POST", "/v1/async-tasks", call, params={"model_endpoint_id": endpoint_id}, body=body
+        )
+        task_id = payload.get("task_id") if isinstance(payload, dict) else None
+        if not isinstance(task_id, str) or not task_id:
+            raise UpstreamProtocolError("upstream POST /v1/async-tasks answered without a task_id")
+        return task_id
+
+    async def get_task(self, task_id: str, call: UpstreamCall) -> Any:
+        """`GET /v1/async-tasks/{task_id}`: the task's state."""
+        # Quoted so that any id stays one path segment.
+        return await self._json("GET", f"/v1/async-tasks/{quote(task_id, safe='')}", call, params={})
+
+    async def stream(self, endpoint_id: str, body: bytes, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
+        """`POST /v1/streaming-tasks`: each event's `data`, the moment its blank line arrives.
+
+        `call.timeout` is the longest quiet time allowed between two reads, not a total. A stream
+        that ends inside an event was cut off and raises UNAVAILABLE after the complete events.
+        """
+        route = "/v1/streaming-tasks"
+        with _transport_errors("POST", route, call.timeout):
+            async with self.session.post(
+                self._base + route,
+                params={"model_endpoint_id": endpoint_id},
+                data=body,
+                headers=call.request_headers(_SSE_HEADERS),
+                timeout=self._timeout(None, sock_read=call.timeout),
+            ) as response:
+                if response.status >= 300:
+                    raw = await response.read()
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    raise error_from_http("POST", route, response.status, raw, retry_after)
+                if response.content_type != "text/event-stream":
+                    raise UpstreamProtocolError(
+                        f"upstream POST {route} answered {response.content_type or 'no content type'}, "
+                        "not text/event-stream"
+                    )
+                parser = SSEParser()
+                try:
+                    async for chunk in response.content.iter_any():
+                        for data in parser.feed(chunk):
+                            yield data
+                except EventTooLarge as exc:
+                    raise UpstreamProtocolError(f"upstream POST {route}: {exc}") from None
+                except (TimeoutError, aiohttp.ServerTimeoutError):
+                    raise UpstreamTimeout(
+                        f"upstream POST {route}: no event for {call.timeout:.3g} s"
+                    ) from None
+                if parser.pending:
+                    raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated mid-event")

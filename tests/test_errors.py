@@ -1,0 +1,67 @@
+"""The error model: the HTTP-to-gRPC table, one test per row, and error body descriptions."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from gateway.errors import HTTP_TO_GRPC, Code, code_for_http_status, describe_error_body, error_from_http
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (400, Code.INVALID_ARGUMENT),
+        (401, Code.UNAUTHENTICATED),
+        (403, Code.PERMISSION_DENIED),
+        (404, Code.NOT_FOUND),
+        (408, Code.DEADLINE_EXCEEDED),
+        (409, Code.ABORTED),
+        (413, Code.RESOURCE_EXHAUSTED),
+        (422, Code.INVALID_ARGUMENT),
+        (429, Code.RESOURCE_EXHAUSTED),
+        (499, Code.CANCELLED),
+        (500, Code.INTERNAL),
+        (501, Code.UNIMPLEMENTED),
+        (502, Code.UNAVAILABLE),
+        (503, Code.UNAVAILABLE),
+        (504, Code.DEADLINE_EXCEEDED),
+        (418, Code.FAILED_PRECONDITION),
+        (507, Code.INTERNAL),
+        (302, Code.UNKNOWN),
+    ],
+    ids=lambda v: str(v.name if isinstance(v, Code) else v),
+)
+def test_http_status_maps_to_grpc_code(status: int, code: Code) -> None:
+    assert code_for_http_status(status) is code
+
+
+def test_table_rows_are_all_tested_above() -> None:
+    assert set(HTTP_TO_GRPC) == {400, 401, 403, 404, 408, 409, 413, 422, 429, 499, 500, 501, 502, 503, 504}
+
+
+def test_codes_mirror_grpc_status_codes() -> None:
+    for code in Code:
+        assert grpc.StatusCode[code.name].value[0] == code.value
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (b'{"detail":"The specified endpoint could not be found."}', "The specified endpoint could not be found."),
+        (b'{"detail":[{"loc":["body","args"],"msg":"not a dict","type":"x"}]}', "body.args: not a dict"),
+        (b'{"error":"Too many requests","timestamp":"t"}', "Too many requests"),
+        (b"<html>bad gateway</html>", "<html>bad gateway</html>"),
+        (b"", "(empty body)"),
+    ],
+    ids=["detail", "validation", "throttle", "html", "empty"],
+)
+def test_error_bodies_are_described_readably(body: bytes, text: str) -> None:
+    assert describe_error_body(body) == text
+
+
+def test_error_from_http_names_route_status_and_keeps_retry_after() -> None:
+    error = error_from_http("POST", "/v1/sync-tasks", 429, b'{"error":"Too many requests"}', retry_after=2.0)
+    assert error.code is Code.RESOURCE_EXHAUSTED
+    assert error.retry_after == 2.0
+    assert error.message == "upstream POST /v1/sync-tasks answered HTTP 429: Too many requests"
