@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--config", help="TOML file with settings (flags override it)")
     serve_cmd.add_argument("--upstream", help="the Launch API's base URL (upstream.url)")
     serve_cmd.add_argument(
-        "--upstream-auth", choices=("service", "forward"), help="whose Launch key goes upstream (upstream.auth)"
+        "--upstream-auth",
+        choices=("service", "forward"),
+        help="whose Launch key goes upstream (upstream.auth)",
     )
     serve_cmd.add_argument("--host", help="address to listen on (server.host)")
     serve_cmd.add_argument("--port", type=int, help="port to listen on, 0 for any (server.port)")
@@ -104,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve a Python function as an endpoint (repeatable; KIND is sync, async or streaming)",
     )
     local_cmd.add_argument(
-        "--api-key", action="append", default=[], help="accept only this API key (repeatable; none: accept all)"
+        "--api-key",
+        action="append",
+        default=[],
+        help="accept only this API key (repeatable; none: accept all)",
     )
     local_cmd.add_argument("--ping-interval", type=float, default=15.0, help="seconds between SSE pings")
 
@@ -113,7 +118,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     check_cmd = commands.add_parser("check-config", help="validate a config file offline")
     check_cmd.add_argument("file")
+
+    health_cmd = commands.add_parser("health", help="ask a gateway's gRPC health service; exit 0 if SERVING")
+    health_cmd.add_argument("--address", default="127.0.0.1:50051", help="host:port of the gateway")
+    health_cmd.add_argument("--timeout", type=float, default=3.0)
     return parser
+
+
+async def check_health(address: str, wait: float) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=wait
+            )
+        except grpc.aio.AioRpcError as exc:
+            print(f"{address}: {exc.code().name}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{address}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.demo import demo
 
             return run(demo(once=args.once))
+        if args.command == "health":
+            return run(check_health(args.address, args.timeout))
         if args.command == "check-config":
             load_settings(args.file, env={})
             print(f"{args.file}: ok")

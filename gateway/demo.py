@@ -12,6 +12,7 @@ import time
 
 import grpc
 from google.protobuf import duration_pb2, json_format
+from google.protobuf.message import Message
 
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
@@ -21,12 +22,11 @@ from gateway.local_launch import LocalLaunchServer
 from gateway.server import GatewayServer
 
 
-def _show(label: str, message: object) -> None:
-    text = json_format.MessageToJson(message, indent=None) if hasattr(message, "DESCRIPTOR") else str(message)
-    print(f"  {label} {text}", flush=True)
+def _show(label: str, message: Message) -> None:
+    print(f"  {label} {json_format.MessageToJson(message, indent=None)}", flush=True)
 
 
-async def run_calls(stub: pb_grpc.EndpointServiceStub) -> None:
+async def run_calls(stub: pb_grpc.EndpointServiceAsyncStub) -> None:
     """The three calls, printed as they happen."""
     print("\n1. sync: Predict on 'echo'", flush=True)
     request = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest())
@@ -71,7 +71,7 @@ async def demo(once: bool = False) -> int:
                 await run_calls(pb_grpc.EndpointServiceStub(channel))
             if not once:
                 print(
-                    f"\nServing until Ctrl-C. Try:\n  grpcurl -plaintext -d '{{\"endpoint_name\": \"echo\", "
+                    f'\nServing until Ctrl-C. Try:\n  grpcurl -plaintext -d \'{{"endpoint_name": "echo", '
                     f'"request": {{"args": {{"x": 1}}}}}}\' {gateway.address} '
                     "launch_gateway.v1.EndpointService/Predict",
                     flush=True,

@@ -48,7 +48,10 @@ def test_codes_mirror_grpc_status_codes() -> None:
 @pytest.mark.parametrize(
     ("body", "text"),
     [
-        (b'{"detail":"The specified endpoint could not be found."}', "The specified endpoint could not be found."),
+        (
+            b'{"detail":"The specified endpoint could not be found."}',
+            "The specified endpoint could not be found.",
+        ),
         (b'{"detail":[{"loc":["body","args"],"msg":"not a dict","type":"x"}]}', "body.args: not a dict"),
         (b'{"error":"Too many requests","timestamp":"t"}', "Too many requests"),
         (b"<html>bad gateway</html>", "<html>bad gateway</html>"),

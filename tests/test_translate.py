@@ -65,8 +65,17 @@ def test_args_json_is_passed_through_exactly() -> None:
             "must not be empty",
         ),
     ],
-    ids=["no-input", "bad-json", "json-not-object", "empty-url", "url-space", "relative-url", "callback-scheme",
-         "basic-no-user", "mtls-no-key"],
+    ids=[
+        "no-input",
+        "bad-json",
+        "json-not-object",
+        "empty-url",
+        "url-space",
+        "relative-url",
+        "callback-scheme",
+        "basic-no-user",
+        "mtls-no-key",
+    ],
 )
 def test_bad_requests_name_the_field(request_fields: dict[str, Any], field: str, reason: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
@@ -119,8 +128,16 @@ def test_sync_body_leaves_out_request_id() -> None:
         ({"status": "SUCCESS", "result": None}, False, None, None),
         ({"status": "FAILURE", "result": "division by zero"}, False, '"division by zero"', None),
     ],
-    ids=["artifact-json-text", "non-json-string", "forwarder-object", "stream-string-chunk", "pickled",
-         "bare", "none", "failure-message"],
+    ids=[
+        "artifact-json-text",
+        "non-json-string",
+        "forwarder-object",
+        "stream-string-chunk",
+        "pickled",
+        "bare",
+        "none",
+        "failure-message",
+    ],
 )
 def test_results_are_unwrapped_to_json_text(
     payload: dict[str, Any], streaming: bool, result: str | None, result_url: str | None
@@ -155,14 +172,18 @@ def test_status_strings_map_and_unknown_ones_are_undefined(status: str, expected
     assert to_endpoint_response({"status": status}, task_id="t").status == expected
 
 
-@pytest.mark.parametrize("payload", [[], "x", {"result": 1}, {"status": 3}], ids=["list", "str", "no-status", "int"])
+@pytest.mark.parametrize(
+    "payload", [[], "x", {"result": 1}, {"status": 3}], ids=["list", "str", "no-status", "int"]
+)
 def test_unreadable_payloads_are_protocol_errors(payload: Any) -> None:
     with pytest.raises(UpstreamProtocolError):
         to_endpoint_response(payload)
 
 
 def test_endpoint_records_give_kind_and_status() -> None:
-    endpoint = endpoint_from_record({"id": "end_1", "name": "e", "endpoint_type": "streaming", "status": "READY"})
+    endpoint = endpoint_from_record(
+        {"id": "end_1", "name": "e", "endpoint_type": "streaming", "status": "READY"}
+    )
     assert (endpoint.id, endpoint.name, endpoint.kind, endpoint.status) == ("end_1", "e", STREAMING, "READY")
     with pytest.raises(UpstreamProtocolError):
         endpoint_from_record({"name": "e"})

@@ -1,0 +1,92 @@
+"""Shared fixtures: a real local Launch server and a real gateway on ephemeral ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from aiohttp import web
+
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+from gateway.config import build_settings
+from gateway.local_launch import EndpointSpec, LocalLaunchServer, builtin_endpoints
+from gateway.server import GatewayServer
+
+
+@dataclass
+class Stack:
+    """A local Launch server, a gateway in front of it, and a channel to the gateway."""
+
+    launch: LocalLaunchServer
+    gateway: GatewayServer
+    channel: grpc.aio.Channel
+    stub: pb_grpc.EndpointServiceStub
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def make_stack() -> AsyncIterator[StackFactory]:
+    """Build stacks with chosen endpoints and settings; everything is torn down after the test."""
+    stacks: list[Stack] = []
+
+    async def make(
+        extra_endpoints: Sequence[EndpointSpec] = (),
+        *,
+        api_keys: Sequence[str] = (),
+        upstream_key: str | None = None,
+        ping_interval: float = 15.0,
+        settings: dict[str, dict[str, Any]] | None = None,
+    ) -> Stack:
+        launch = LocalLaunchServer(
+            [*builtin_endpoints(), *extra_endpoints], api_keys=api_keys, ping_interval=ping_interval
+        )
+        await launch.start()
+        values: dict[str, dict[str, Any]] = {"server": {"port": 0}, "upstream": {"url": launch.url}}
+        for section, table in (settings or {}).items():
+            values[section] = {**values.get(section, {}), **table}
+        gateway = GatewayServer(build_settings(values), upstream_api_key=upstream_key)
+        await gateway.start()
+        channel = grpc.aio.insecure_channel(gateway.address)
+        stack = Stack(launch, gateway, channel, pb_grpc.EndpointServiceStub(channel))
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in reversed(stacks):
+        await stack.channel.close()
+        await stack.gateway.stop(grace=0)
+        await stack.launch.stop()
+
+
+RawUpstream = Callable[[Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[str]]
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[RawUpstream]:
+    """Serve one aiohttp handler on every path (a misbehaving upstream); returns its base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def serve(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        host, port = runner.addresses[0][:2]
+        return f"http://{host}:{port}"
+
+    yield serve
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def stack(make_stack: StackFactory) -> Stack:
+    return await make_stack()

@@ -1,0 +1,114 @@
+"""SubmitAsync, GetAsyncTask and WaitAsyncTask end to end, callbacks included."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+import grpc
+import pytest
+from aiohttp import web
+from google.protobuf import duration_pb2
+
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from tests.conftest import RawUpstream, Stack
+
+TERMINAL = {pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_FAILURE, pb.TASK_STATUS_UNDEFINED}
+
+
+async def submit(stack: Stack, endpoint: str = "echo-async", **args: Any) -> str:
+    request = pb.SubmitAsyncRequest(endpoint_name=endpoint, request=pb.EndpointRequest())
+    request.request.args.SetInParent()  # args={} is still an input
+    request.request.args.update(args)
+    return (await stack.stub.SubmitAsync(request, timeout=10)).task_id
+
+
+def wait_request(task_id: str, seconds: float) -> pb.WaitAsyncTaskRequest:
+    timeout = duration_pb2.Duration()
+    timeout.FromTimedelta(__import__("datetime").timedelta(seconds=seconds))
+    return pb.WaitAsyncTaskRequest(task_id=task_id, timeout=timeout)
+
+
+async def test_submit_then_wait_gives_the_result(stack: Stack) -> None:
+    task_id = await submit(stack, delay=0.2, question="6 x 7")
+    assert task_id
+    reply = await stack.stub.WaitAsyncTask(wait_request(task_id, 10), timeout=15)
+    assert reply.response.status == pb.TASK_STATUS_SUCCESS
+    assert json.loads(reply.response.result) == {"delay": 0.2, "question": "6 x 7"}
+    assert reply.response.task_id == task_id
+
+
+async def test_get_async_task_sees_the_task_before_it_ends(stack: Stack) -> None:
+    task_id = await submit(stack, delay=1.0)
+    first = await stack.stub.GetAsyncTask(pb.GetAsyncTaskRequest(task_id=task_id), timeout=10)
+    assert first.response.status in {pb.TASK_STATUS_PENDING, pb.TASK_STATUS_STARTED}
+    assert first.response.task_id == task_id
+    final = await stack.stub.WaitAsyncTask(wait_request(task_id, 10), timeout=15)
+    assert final.response.status == pb.TASK_STATUS_SUCCESS
+
+
+async def test_wait_with_a_short_timeout_returns_the_non_terminal_status(stack: Stack) -> None:
+    task_id = await submit(stack, delay=30)
+    started = time.monotonic()
+    reply = await stack.stub.WaitAsyncTask(wait_request(task_id, 0.3), timeout=10)
+    elapsed = time.monotonic() - started
+    assert reply.response.status in {pb.TASK_STATUS_PENDING, pb.TASK_STATUS_STARTED}
+    assert 0.3 <= elapsed < 5  # it waited for the timeout, not for the task's 30 s
+
+
+async def test_wait_ends_at_the_callers_deadline_without_failing(stack: Stack) -> None:
+    task_id = await submit(stack, delay=30)
+    reply = await stack.stub.WaitAsyncTask(pb.WaitAsyncTaskRequest(task_id=task_id), timeout=0.5)
+    assert reply.response.status in {pb.TASK_STATUS_PENDING, pb.TASK_STATUS_STARTED}
+
+
+async def test_a_failing_task_ends_in_failure_with_traceback(stack: Stack) -> None:
+    task_id = await submit(stack, "fail-async", delay=0)
+    reply = await stack.stub.WaitAsyncTask(wait_request(task_id, 10), timeout=15)
+    assert reply.response.status == pb.TASK_STATUS_FAILURE
+    assert reply.response.traceback
+
+
+async def test_waiters_on_one_task_share_one_poll_loop(stack: Stack) -> None:
+    task_id = await submit(stack, delay=0.5)
+    replies = await asyncio.gather(
+        *(stack.stub.WaitAsyncTask(wait_request(task_id, 10), timeout=15) for _ in range(20))
+    )
+    assert {r.response.status for r in replies} == {pb.TASK_STATUS_SUCCESS}
+    polls = [r for r in stack.launch.records if r.path == f"/v1/async-tasks/{task_id}"]
+    # Backoff from 50 ms over ~0.5 s is under a dozen polls; twenty separate loops would be far more.
+    assert len(polls) < 15
+
+
+async def test_negative_timeout_is_invalid_argument(stack: Stack) -> None:
+    request = pb.WaitAsyncTaskRequest(task_id="t", timeout=duration_pb2.Duration(seconds=-1))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.WaitAsyncTask(request, timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith("timeout:")
+
+
+async def test_callback_arrives_with_the_basic_auth_given(stack: Stack, raw_upstream: RawUpstream) -> None:
+    received: asyncio.Queue[tuple[str | None, dict[str, Any]]] = asyncio.Queue()
+
+    async def callback(request: web.Request) -> web.Response:
+        await received.put((request.headers.get("Authorization"), await request.json()))
+        return web.json_response({})
+
+    url = await raw_upstream(callback)
+    request = pb.SubmitAsyncRequest(
+        endpoint_name="echo-async",
+        request=pb.EndpointRequest(
+            args_json='{"delay": 0, "x": 1}',
+            callback_url=f"{url}/hook",
+            callback_auth_basic=pb.BasicCallbackAuth(username="cb-user", password="cb-pass"),
+        ),
+    )
+    task_id = (await stack.stub.SubmitAsync(request, timeout=10)).task_id
+    authorization, body = await asyncio.wait_for(received.get(), 10)
+    assert authorization == "Basic " + base64.b64encode(b"cb-user:cb-pass").decode()
+    assert body["task_id"] == task_id
+    assert body["status"] == "SUCCESS"

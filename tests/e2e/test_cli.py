@@ -1,0 +1,79 @@
+"""The console script as users run it: `serve` as a real process, `demo --once`, `check-config`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+from gateway.local_launch import LocalLaunchServer
+from tests.e2e.test_tools import ROOT, run
+
+SCRIPT = str(Path(sys.executable).parent / "launch-gateway")
+
+
+async def test_serve_listens_answers_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text("[server]\nport = 0\n[poll]\ninitial = 0.02\n")
+    async with LocalLaunchServer(api_keys=["k-1"]) as launch:
+        process = await asyncio.create_subprocess_exec(
+            SCRIPT,
+            "serve",
+            "--config",
+            str(config),
+            "--upstream",
+            launch.url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+            env={**os.environ, "LAUNCH_API_KEY": "k-1"},
+        )
+        try:
+            assert process.stdout is not None
+            line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+            assert line.startswith("launch-gateway listening on 127.0.0.1:"), line
+            assert "k-1" not in line  # the key is never printed
+            address = line.split()[3]
+            async with grpc.aio.insecure_channel(address) as channel:
+                stub = pb_grpc.EndpointServiceStub(channel)
+                request = pb.PredictRequest(
+                    endpoint_name="echo", request=pb.EndpointRequest(args_json='{"a":1}')
+                )
+                reply = await stub.Predict(request, timeout=10)
+            assert json.loads(reply.response.result) == {"a": 1}
+            code, out, _ = await run(SCRIPT, "health", "--address", address)
+            assert (code, out.strip()) == (0, f"{address}: SERVING")
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(process.wait(), 30) == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+async def test_demo_once_shows_a_sync_an_async_and_a_streaming_call() -> None:
+    code, out, err = await run(SCRIPT, "demo", "--once", within=60)
+    assert code == 0, err
+    assert "1. sync: Predict" in out
+    assert "2. async: SubmitAsync" in out
+    assert "3. streaming: StreamPredict" in out
+    assert out.count("TASK_STATUS_SUCCESS") >= 7  # sync, async and five stream events
+    assert "(stream ended)" in out
+
+
+async def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[upstream]\nauth = "magic"\n')
+    code, _, err = await run(SCRIPT, "check-config", str(config))
+    assert code == 2
+    assert "upstream.auth: must be one of service, forward" in err
+    config.write_text('[upstream]\nurl = "http://127.0.0.1:1"\n')
+    code, out, _ = await run(SCRIPT, "check-config", str(config))
+    assert (code, out.strip()) == (0, f"{config}: ok")
