@@ -1,5 +1,61 @@
-"""launch-gateway: call Scale Launch model endpoints over gRPC."""
+"""launch-gateway: call Scale Launch model endpoints over gRPC.
+
+The package's top level is the Python SDK, shaped like the Launch client:
+
+    from gateway import GatewayClient, EndpointRequest
+    endpoint = GatewayClient("localhost:50051").get_model_endpoint("my-endpoint")
+    response = endpoint.predict(EndpointRequest(args={"x": 1}))
+
+The asyncio flavour is `gateway.client.aio`. The server lives in `gateway.server` and is imported
+only by the `launch-gateway` command.
+"""
 
 from __future__ import annotations
 
+from gateway.client import (
+    AsyncEndpoint,
+    BatchSubmitError,
+    DeadlineExceededError,
+    EndpointRequest,
+    EndpointResponse,
+    EndpointResponseFuture,
+    EndpointResponseStream,
+    FailedPreconditionError,
+    GatewayClient,
+    GatewayRPCError,
+    InternalError,
+    InvalidArgumentError,
+    ModelEndpoint,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    StreamingEndpoint,
+    SyncEndpoint,
+    UnauthenticatedError,
+    UnavailableError,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "AsyncEndpoint",
+    "BatchSubmitError",
+    "DeadlineExceededError",
+    "EndpointRequest",
+    "EndpointResponse",
+    "EndpointResponseFuture",
+    "EndpointResponseStream",
+    "FailedPreconditionError",
+    "GatewayClient",
+    "GatewayRPCError",
+    "InternalError",
+    "InvalidArgumentError",
+    "ModelEndpoint",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "StreamingEndpoint",
+    "SyncEndpoint",
+    "UnauthenticatedError",
+    "UnavailableError",
+]

@@ -40,10 +40,14 @@ async def make_stack() -> AsyncIterator[StackFactory]:
         api_keys: Sequence[str] = (),
         upstream_key: str | None = None,
         ping_interval: float = 15.0,
+        workers: int = 4,
         settings: dict[str, dict[str, Any]] | None = None,
     ) -> Stack:
         launch = LocalLaunchServer(
-            [*builtin_endpoints(), *extra_endpoints], api_keys=api_keys, ping_interval=ping_interval
+            [*builtin_endpoints(), *extra_endpoints],
+            api_keys=api_keys,
+            ping_interval=ping_interval,
+            workers=workers,
         )
         await launch.start()
         values: dict[str, dict[str, Any]] = {"server": {"port": 0}, "upstream": {"url": launch.url}}

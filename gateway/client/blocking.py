@@ -1,0 +1,269 @@
+"""The blocking SDK: the Launch client's shape over gRPC.
+
+    client = GatewayClient("localhost:50051", api_key="...")
+    endpoint = client.get_model_endpoint("my-endpoint")   # SyncEndpoint, AsyncEndpoint or StreamingEndpoint
+    response = endpoint.predict(EndpointRequest(args={"x": 1}))
+
+Moving from the Launch client means changing its constructor for this one; the endpoint, request,
+response, future and stream objects behave as the Launch client's do, except that futures wait with
+server-side long polls (WaitAsyncTask) instead of sleeping 2 s between polls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+from gateway.client.channel import ChannelSettings
+from gateway.client.errors import BatchSubmitError, GatewayRPCError, NotFoundError, from_rpc_error
+from gateway.client.objects import EndpointRequest, EndpointResponse, ModelEndpoint, finished, wait_request
+
+R = TypeVar("R")
+
+LONG_POLL_SECONDS = 60.0  # one WaitAsyncTask at most; get() chains them until its own timeout
+DEADLINE_SLACK = 10.0  # added to a long poll's deadline: the gateway answers at its timeout, not after
+
+
+class GatewayClient:
+    """A client of launch-gateway, shaped like the Launch client (`LaunchClient`).
+
+    Parameters:
+        target: the gateway's "host:port".
+        api_key: sent as metadata ``authorization: Bearer <api_key>``.
+        tls, root_certificates: use TLS; trust these PEM roots (bytes or a file path), else the system's.
+        client_certificate, client_key: mTLS client identity (PEM bytes or file paths).
+        timeout: default deadline in seconds for each call (None: no deadline).
+        metadata: extra metadata for every call; options: extra gRPC channel options.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        api_key: str | None = None,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | str | None = None,
+        client_certificate: bytes | str | None = None,
+        client_key: bytes | str | None = None,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.settings = ChannelSettings(
+            target,
+            api_key,
+            tls,
+            root_certificates,
+            client_certificate,
+            client_key,
+            timeout,
+            metadata,
+            options,
+        )
+        credentials = self.settings.credentials()
+        channel_options = self.settings.channel_options()
+        self._channel = (
+            grpc.secure_channel(target, credentials, channel_options)
+            if credentials
+            else grpc.insecure_channel(target, channel_options)
+        )
+        self.stub = pb_grpc.EndpointServiceStub(self._channel)
+        self.call_metadata = self.settings.call_metadata()
+
+    def __repr__(self) -> str:
+        return f"GatewayClient({self.settings.target!r})"
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def call(self, method: Callable[..., R], request: Any, timeout: float | None = None) -> R:
+        """Run one unary RPC with the client's metadata and deadline; errors as GatewayRPCError."""
+        try:
+            return method(request, timeout=timeout or self.settings.timeout, metadata=self.call_metadata)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def get_model_endpoint(
+        self, endpoint_name: str
+    ) -> SyncEndpoint | AsyncEndpoint | StreamingEndpoint | None:
+        """The endpoint called `endpoint_name`, as an object of its kind; None if there is none."""
+        try:
+            reply = self.call(self.stub.GetEndpoint, pb.GetEndpointRequest(endpoint_name=endpoint_name))
+        except NotFoundError:
+            return None
+        model_endpoint = ModelEndpoint.from_proto(reply.endpoint)
+        kinds: dict[str, type[SyncEndpoint] | type[AsyncEndpoint] | type[StreamingEndpoint]] = {
+            "sync": SyncEndpoint,
+            "async": AsyncEndpoint,
+            "streaming": StreamingEndpoint,
+        }
+        if model_endpoint.endpoint_type not in kinds:
+            raise ValueError(f"endpoint {endpoint_name!r} has an unknown type")
+        return kinds[model_endpoint.endpoint_type](model_endpoint, self)
+
+
+class Endpoint:
+    """Any kind of endpoint."""
+
+    def __init__(self, model_endpoint: ModelEndpoint, client: GatewayClient) -> None:
+        self.model_endpoint = model_endpoint
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.model_endpoint.name!r}, id={self.model_endpoint.id!r})"
+
+    def status(self) -> str | None:
+        """The endpoint's current status (looked up again)."""
+        reply = self.client.call(
+            self.client.stub.GetEndpoint, pb.GetEndpointRequest(endpoint_name=self.model_endpoint.name)
+        )
+        self.model_endpoint = ModelEndpoint.from_proto(reply.endpoint)
+        return self.model_endpoint.status
+
+
+class SyncEndpoint(Endpoint):
+    """A synchronous model endpoint."""
+
+    def predict(self, request: EndpointRequest) -> EndpointResponse:
+        """Runs a synchronous prediction request."""
+        message = pb.PredictRequest(endpoint_name=self.model_endpoint.name, request=request.to_proto())
+        reply = self.client.call(self.client.stub.Predict, message)
+        return EndpointResponse.from_proto(self.client, reply.response)
+
+
+class AsyncEndpoint(Endpoint):
+    """An asynchronous model endpoint."""
+
+    def _submit_message(self, request: EndpointRequest) -> pb.SubmitAsyncRequest:
+        return pb.SubmitAsyncRequest(endpoint_name=self.model_endpoint.name, request=request.to_proto())
+
+    def predict(self, request: EndpointRequest) -> EndpointResponseFuture:
+        """Submits a request; the returned future's `get` waits for the response."""
+        reply = self.client.call(self.client.stub.SubmitAsync, self._submit_message(request))
+        return EndpointResponseFuture(self.client, self.model_endpoint.name, reply.task_id)
+
+    def predict_batch(self, requests: Sequence[EndpointRequest]) -> list[EndpointResponseFuture]:
+        """Submits all requests at once (concurrently, on one connection); one future per request, in order.
+
+        If some submissions fail, BatchSubmitError carries the futures of those that were accepted,
+        so no accepted task is lost.
+        """
+        client = self.client
+        calls = [
+            client.stub.SubmitAsync.future(
+                self._submit_message(r), timeout=client.settings.timeout, metadata=client.call_metadata
+            )
+            for r in requests
+        ]
+        futures: list[EndpointResponseFuture | None] = []
+        errors: list[GatewayRPCError | None] = []
+        for call in calls:
+            try:
+                futures.append(
+                    EndpointResponseFuture(client, self.model_endpoint.name, call.result().task_id)
+                )
+                errors.append(None)
+            except grpc.RpcError as exc:
+                futures.append(None)
+                errors.append(from_rpc_error(exc))
+        if any(errors):
+            raise BatchSubmitError(futures, errors)
+        return [f for f in futures if f is not None]
+
+
+class StreamingEndpoint(Endpoint):
+    """A streaming model endpoint."""
+
+    def predict(self, request: EndpointRequest) -> EndpointResponseStream:
+        """Starts a streaming request; iterate the returned stream for responses as they arrive."""
+        message = pb.StreamPredictRequest(endpoint_name=self.model_endpoint.name, request=request.to_proto())
+        call = self.client.stub.StreamPredict(
+            message, timeout=self.client.settings.timeout, metadata=self.client.call_metadata
+        )
+        return EndpointResponseStream(call, client=self.client)
+
+
+class EndpointResponseFuture:
+    """A future response from an AsyncEndpoint: `get` returns the EndpointResponse once it is ready.
+
+    This object should not be directly instantiated by the user.
+    """
+
+    def __init__(self, client: GatewayClient, endpoint_name: str, async_task_id: str) -> None:
+        self.client = client
+        self.endpoint_name = endpoint_name
+        self.async_task_id = async_task_id
+
+    def __repr__(self) -> str:
+        return f"EndpointResponseFuture({self.endpoint_name!r}, {self.async_task_id!r})"
+
+    def get(self, timeout: float | None = None) -> EndpointResponse:
+        """Blocks until the response is ready and returns it.
+
+        Parameters:
+            timeout: The maximum number of seconds to wait for the response. If None, then the
+                method will block indefinitely until the response is ready.
+
+        Raises TimeoutError when `timeout` passes first, and ValueError for a timeout <= 0 or a task
+        whose status is UNDEFINED, as the Launch client does.
+        """
+        if timeout is not None and timeout <= 0:
+            raise ValueError("Timeout must be greater than 0.")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"task {self.async_task_id} did not finish within {timeout} s")
+            wait = LONG_POLL_SECONDS if remaining is None else min(remaining, LONG_POLL_SECONDS)
+            reply = self.client.call(
+                self.client.stub.WaitAsyncTask, wait_request(self.async_task_id, wait), wait + DEADLINE_SLACK
+            )
+            response = finished(self.client, reply.response)
+            if response is not None:
+                return response
+
+
+class EndpointResponseStream(Iterator[EndpointResponse]):
+    """A stream of EndpointResponse objects from a StreamingEndpoint, one per event as it arrives.
+
+    Also a context manager: leaving it (or `close()`) cancels the call, which stops the upstream.
+    This object should not be directly instantiated by the user.
+    """
+
+    def __init__(self, response: Any, client: GatewayClient | None = None) -> None:
+        self.response = response  # the gRPC call
+        self.client = client
+
+    def __iter__(self) -> EndpointResponseStream:
+        return self
+
+    def __next__(self) -> EndpointResponse:
+        try:
+            message: pb.StreamPredictResponse = next(self.response)
+        except grpc.RpcError as exc:
+            error = from_rpc_error(exc)
+            if error.code == grpc.StatusCode.CANCELLED and self.response.cancelled():
+                raise StopIteration from None  # we closed it
+            raise error from None
+        return EndpointResponse.from_proto(self.client, message.response)
+
+    def close(self) -> None:
+        """Cancel the call; the gateway cancels the upstream stream."""
+        self.response.cancel()
+
+    def __enter__(self) -> EndpointResponseStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
