@@ -25,7 +25,11 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	touch $@
 
-node-deps: node_modules/.installed
+examples/node/node_modules/.installed: examples/node/package.json examples/node/package-lock.json
+	npm ci --prefix examples/node --no-audit --no-fund --silent
+	touch $@
+
+node-deps: node_modules/.installed examples/node/node_modules/.installed
 
 ## system-deps: Debian packages the tests drive (redis-server); installed only when missing
 system-deps:

@@ -111,9 +111,9 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             if endpoint.kind not in kinds:
                 right = _RPC_FOR_KIND.get(endpoint.kind)
                 hint = f"; call it with {right}" if right else ""
-                raise WrongEndpointKind(
-                    f"{rpc} cannot call endpoint {name!r}: it is a {kind_name(endpoint.kind)} endpoint{hint}"
-                )
+                kind = kind_name(endpoint.kind)
+                article = "an" if kind[0] in "aeiou" else "a"
+                raise WrongEndpointKind(f"{rpc} cannot call endpoint {name!r}: it is {article} {kind} endpoint{hint}")
             try:
                 return await use(endpoint)
             except GatewayError as exc:

@@ -77,7 +77,8 @@ async def test_wrong_kind_is_failed_precondition_naming_the_real_kind(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await finish(getattr(stack.stub, rpc)(request, timeout=10))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert f"is a {kind} endpoint; call it with {right_rpc}" in (caught.value.details() or "")
+    article = "an" if kind == "async" else "a"
+    assert f"is {article} {kind} endpoint; call it with {right_rpc}" in (caught.value.details() or "")
     assert len([r for r in stack.launch.records if "-tasks" in r.path]) == before  # no task call was made
 
 
