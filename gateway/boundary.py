@@ -105,9 +105,7 @@ def stream_boundary(handler: StreamHandler[S, Req, Resp]) -> StreamHandler[S, Re
     """Wrap a server-streaming handler: messages already sent stand, then the status."""
 
     @functools.wraps(handler)
-    async def wrapper(
-        self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
-    ) -> AsyncIterator[Resp]:
+    async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> AsyncIterator[Resp]:
         try:
             async for message in handler(self, request, context):
                 yield message

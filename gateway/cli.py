@@ -48,20 +48,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, env=os.environ, overrides=overrides)
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, config_path: str | None) -> int:
     from gateway.server import GatewayServer
 
-    api_key = os.environ.get(settings.upstream.api_key_env) or None
-    gateway = GatewayServer(settings, upstream_api_key=api_key)
+    gateway = GatewayServer(settings, env=os.environ, config_path=config_path)
     await gateway.start()
-    key_note = f"key from ${settings.upstream.api_key_env}" if api_key else "no upstream key set"
-    if settings.upstream.auth == "forward":
-        key_note = "forwarding each caller's key"
-    print(
-        f"launch-gateway listening on {gateway.address} -> {settings.upstream.url} ({key_note})",
-        flush=True,
-    )
-    await until_signalled(gateway.stop)
+    tenants = len(settings.tenants)
+    who = f"{tenants} tenants" if tenants else "open mode"
+    print(f"launch-gateway listening on {gateway.address} -> {settings.upstream.url} ({who})", flush=True)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload)
+    try:
+        await until_signalled(gateway.stop)
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
     return 0
 
 
@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd = commands.add_parser("demo", help="the gateway and a local Launch server, with three calls")
     demo_cmd.add_argument("--once", action="store_true", help="exit after the calls instead of serving")
 
-    check_cmd = commands.add_parser("check-config", help="validate a config file offline")
+    check_cmd = commands.add_parser("check-config", help="validate a config file (and its secrets) offline")
     check_cmd.add_argument("file")
+    commands.add_parser("hash-key", help="print the sha256: hash of an API key read from standard input")
 
     health_cmd = commands.add_parser("health", help="ask a gateway's gRPC health service; exit 0 if SERVING")
     health_cmd.add_argument("--address", default="127.0.0.1:50051", help="host:port of the gateway")
@@ -131,9 +132,7 @@ async def check_health(address: str, wait: float) -> int:
 
     async with grpc.aio.insecure_channel(address) as channel:
         try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=wait
-            )
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=wait)
         except grpc.aio.AioRpcError as exc:
             print(f"{address}: {exc.code().name}", file=sys.stderr)
             return 1
@@ -147,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
-            return run(serve(settings_from(args)))
+            return run(serve(settings_from(args), args.config))
         if args.command == "local-launch":
             return run(local_launch(args))
         if args.command == "demo":
@@ -157,8 +156,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "health":
             return run(check_health(args.address, args.timeout))
         if args.command == "check-config":
-            load_settings(args.file, env={})
+            from gateway.edge import load_edge
+
+            load_edge(load_settings(args.file, env=os.environ), os.environ)
             print(f"{args.file}: ok")
+            return 0
+        if args.command == "hash-key":
+            from gateway.tenants import hash_key
+
+            key = sys.stdin.readline().strip()
+            if not key:
+                raise ValueError("hash-key reads the API key from standard input")
+            print(hash_key(key))
             return 0
     except (ConfigError, ValueError) as exc:
         print(f"launch-gateway: {exc}", file=sys.stderr)

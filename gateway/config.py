@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.tenants import Tenant, parse_tenants
+
 ENV_PREFIX = "LAUNCH_GATEWAY_"
 
 
@@ -28,6 +30,11 @@ class ServerSettings:
     port: int = 50051
     reflection: bool = True
     grace_period: float = 10.0  # seconds calls in flight get to finish on shutdown
+    max_receive_message_bytes: int = 4 * 1024 * 1024  # larger requests: RESOURCE_EXHAUSTED
+    max_send_message_bytes: int = 16 * 1024 * 1024  # larger responses: RESOURCE_EXHAUSTED
+    tls_cert_file: str = ""  # PEM; with tls_key_file, the server speaks TLS
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # PEM CA bundle; client certificates are then required (mTLS)
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class UpstreamSettings:
     endpoint_cache_ttl: float = 15.0  # seconds a name -> endpoint lookup is reused
     max_connections: int = 256  # pooled keep-alive connections to the upstream
     connect_timeout: float = 5.0
+    ca_file: str = ""  # PEM bundle to verify the upstream's TLS certificate; default: the system's
 
 
 @dataclass(frozen=True)
@@ -51,9 +59,7 @@ class TimeoutSettings:
     sync: float = 300.0  # Predict
     submit: float = 30.0  # SubmitAsync
     poll: float = 30.0  # one GetAsyncTask poll, and GetEndpoint
-    stream_idle: float = (
-        60.0  # StreamPredict: longest quiet time between upstream reads (Launch pings every 15 s)
-    )
+    stream_idle: float = 60.0  # StreamPredict: longest quiet time between upstream reads (Launch pings every 15 s)
     max_wait: float = 900.0  # WaitAsyncTask with neither a timeout nor a deadline
     deadline_margin: float = 0.02  # kept back from the caller's deadline to answer in time
 
@@ -68,13 +74,35 @@ class PollSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    """Where the task-handle secrets come from, and how often the config file is checked for changes."""
+
+    handle_secrets_env: str = "LAUNCH_GATEWAY_HANDLE_SECRETS"  # comma-separated; the first one signs
+    handle_secrets_file: str = ""  # alternative: one secret per line
+    reload_interval: float = 2.0  # seconds between checks of the config file (SIGHUP reloads at once)
+
+
+@dataclass(frozen=True)
+class LimitsSettings:
+    """The rate limiter's backend."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url_env: str = "LAUNCH_GATEWAY_REDIS_URL"  # the URL may hold a password: it is never in the file
+    redis_prefix: str = "launch-gateway:rl:"
+    fail_open: bool = True  # Redis down: allow (true, as Envoy does) or refuse (false)
+
+
+@dataclass(frozen=True)
 class Settings:
-    """All settings; one section per concern."""
+    """All settings; one section per concern. `tenants` come from `[tenants.<name>]` tables."""
 
     server: ServerSettings = field(default_factory=ServerSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
     poll: PollSettings = field(default_factory=PollSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    tenants: tuple[Tenant, ...] = ()
 
 
 class ConfigError(ValueError):
@@ -86,8 +114,9 @@ class ConfigError(ValueError):
 
 
 def _sections() -> dict[str, type[Any]]:
+    """The scalar sections (every field but `tenants`)."""
     hints = typing.get_type_hints(Settings)
-    return {f.name: hints[f.name] for f in dataclasses.fields(Settings)}
+    return {f.name: hints[f.name] for f in dataclasses.fields(Settings) if f.name != "tenants"}
 
 
 def setting_names() -> list[str]:
@@ -119,11 +148,7 @@ def _coerce(name: str, hint: Any, value: Any, problems: list[str]) -> Any:
             number = hint(value) if isinstance(value, str) else value
         except ValueError:
             number = None
-        if (
-            isinstance(number, bool)
-            or not isinstance(number, int | float)
-            or (hint is int and number != int(number))
-        ):
+        if isinstance(number, bool) or not isinstance(number, int | float) or (hint is int and number != int(number)):
             problems.append(f"{name}: must be {'an integer' if hint is int else 'a number'}, not {value!r}")
             return value
         return hint(number)
@@ -148,6 +173,9 @@ def _check(settings: Settings, problems: list[str]) -> None:
         "timeouts.poll": settings.timeouts.poll,
         "timeouts.stream_idle": settings.timeouts.stream_idle,
         "timeouts.max_wait": settings.timeouts.max_wait,
+        "server.max_receive_message_bytes": settings.server.max_receive_message_bytes,
+        "server.max_send_message_bytes": settings.server.max_send_message_bytes,
+        "auth.reload_interval": settings.auth.reload_interval,
         "poll.initial": settings.poll.initial,
         "poll.max": settings.poll.max,
     }
@@ -158,6 +186,17 @@ def _check(settings: Settings, problems: list[str]) -> None:
         problems.append(f"poll.multiplier: must be at least 1, not {settings.poll.multiplier}")
     if settings.poll.max < settings.poll.initial:
         problems.append("poll.max: must not be less than poll.initial")
+    if bool(settings.server.tls_cert_file) != bool(settings.server.tls_key_file):
+        problems.append("server.tls_key_file: tls_cert_file and tls_key_file go together")
+    if settings.server.tls_client_ca_file and not settings.server.tls_cert_file:
+        problems.append("server.tls_client_ca_file: mTLS needs tls_cert_file and tls_key_file")
+    for name in ("server.tls_cert_file", "server.tls_key_file", "server.tls_client_ca_file", "upstream.ca_file"):
+        section, key = name.split(".")
+        path = getattr(getattr(settings, section), key)
+        if path and not Path(path).is_file():
+            problems.append(f"{name}: no such file: {path}")
+    if any(t.mtls_subjects for t in settings.tenants) and not settings.server.tls_client_ca_file:
+        problems.append("tenants: mtls_subjects need server.tls_client_ca_file (client certificates)")
 
 
 def build_settings(
@@ -188,10 +227,11 @@ def build_settings(
             if raw is not None:
                 values[name] = _coerce(dotted, hints[name], raw, problems)
         sections[section] = values
+    tenants = parse_tenants(file_values.pop("tenants", {}), problems)
     problems.extend(f"{key}: unknown section" for key in file_values)
     if problems:
         raise ConfigError(problems)
-    settings = Settings(**{name: cls(**sections[name]) for name, cls in _sections().items()})
+    settings = Settings(**{name: cls(**sections[name]) for name, cls in _sections().items()}, tenants=tenants)
     _check(settings, problems)
     if problems:
         raise ConfigError(problems)

@@ -62,7 +62,7 @@ async def run_calls(stub: pb_grpc.EndpointServiceAsyncStub) -> None:
 async def demo(once: bool = False) -> int:
     async with LocalLaunchServer() as launch:
         settings = build_settings({"upstream": {"url": launch.url}, "server": {"port": 0}})
-        gateway = GatewayServer(settings)
+        gateway = GatewayServer(settings, env={})
         await gateway.start()
         try:
             print(f"local Launch server: {launch.url}", flush=True)

@@ -176,9 +176,7 @@ def error_from_http(
 ) -> GatewayError:
     """The error for an upstream non-2xx answer; the message names the route and the status."""
     message = f"upstream {method} {route} answered HTTP {status}: {describe_error_body(body)}"
-    return GatewayError(
-        message, code=code_for_http_status(status), retry_after=retry_after, http_status=status
-    )
+    return GatewayError(message, code=code_for_http_status(status), retry_after=retry_after, http_status=status)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -1,8 +1,8 @@
 """The header rules: which gRPC metadata the gateway reads, and which HTTP headers it sends upstream.
 
-- `authorization` (in `forward` mode): the caller's Launch API key, as `Bearer <key>`, as
-  `Basic <base64(key:)>` or bare. It goes upstream as Launch's clients send it: HTTP Basic with the
-  key as user name and an empty password.
+- `authorization` (`Bearer <key>`, `Basic <base64(key:)>` or bare) or `x-api-key`: the caller's API
+  key. With tenants it names the tenant; in `forward` mode it is also the Launch key, and goes
+  upstream as Launch's clients send it: HTTP Basic with the key as user name and no password.
 - `x-request-id` and `traceparent` pass through to the upstream unchanged, so one id follows a
   call across both hops; other metadata stays at the gateway.
 Pure: no grpc, no aiohttp.
@@ -41,6 +41,13 @@ def key_from_authorization(value: str | None) -> str | None:
             return None
         return decoded.partition(":")[0] or None
     return value.strip() if not rest else None
+
+
+def presented_api_key(metadata: Metadata | None) -> str | None:
+    """The caller's API key: from `authorization`, else from `x-api-key`."""
+    return key_from_authorization(metadata_value(metadata, "authorization")) or (
+        metadata_value(metadata, "x-api-key") or None
+    )
 
 
 def basic_authorization(api_key: str) -> str:

@@ -7,8 +7,10 @@ stale); `translate` shapes bodies and `upstream` speaks HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -16,18 +18,21 @@ import grpc
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from gateway.boundary import stream_boundary, unary_boundary
-from gateway.clock import Clock
+from gateway.concurrency import Kind
 from gateway.config import Settings
-from gateway.credentials import Credential, UpstreamCredentials
+from gateway.credentials import Credential
+from gateway.edge import Caller, Edge, Gate
 from gateway.endpoints import EndpointDirectory
 from gateway.errors import (
     Code,
     GatewayError,
     InvalidArgument,
+    NotFound,
     UpstreamProtocolError,
     UpstreamTimeout,
     WrongEndpointKind,
 )
+from gateway.handles import TaskRef
 from gateway.metadata import passed_through_headers
 from gateway.translate import kind_name, to_endpoint_response, to_upstream_body
 from gateway.upstream import LaunchAPI, UpstreamCall
@@ -48,6 +53,27 @@ _ASYNC_KINDS = frozenset({pb.ENDPOINT_KIND_ASYNC})
 _STREAM_KINDS = frozenset({pb.ENDPOINT_KIND_STREAMING})
 
 
+@dataclass(frozen=True)
+class Scope:
+    """One admitted RPC: the edge config it started with, its caller, and its upstream call settings."""
+
+    edge: Edge
+    caller: Caller
+    call: UpstreamCall
+    task: TaskRef | None = None
+
+    @property
+    def credential(self) -> Credential:
+        return self.caller.credential
+
+
+def peer_subjects(context: Context) -> list[str]:
+    """The client certificate's common name and SANs (mTLS), empty without one."""
+    auth = context.auth_context()
+    names = [*auth.get("x509_common_name", ()), *auth.get("x509_subject_alternative_name", ())]
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
 class EndpointService(pb_grpc.EndpointServiceServicer):
     """Serves launch_gateway.v1.EndpointService against one Launch API."""
 
@@ -55,17 +81,17 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         self,
         settings: Settings,
         api: LaunchAPI,
-        credentials: UpstreamCredentials,
+        gate: Gate,
+        edges: Callable[[], Edge],
         directory: EndpointDirectory,
         waits: TaskWaits,
-        clock: Clock,
     ) -> None:
         self._timeouts = settings.timeouts
         self._api = api
-        self._credentials = credentials
+        self._gate = gate
+        self._edges = edges
         self._directory = directory
         self._waits = waits
-        self._clock = clock
 
     # --- per-call plumbing ---------------------------------------------------------------
 
@@ -79,23 +105,54 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             raise UpstreamTimeout("the call's deadline leaves no time for the upstream request")
         return budget
 
-    def _call(self, context: Context, default_timeout: float) -> tuple[UpstreamCall, Credential]:
+    @contextlib.asynccontextmanager
+    async def _admit(
+        self,
+        context: Context,
+        kind: Kind,
+        default_timeout: float,
+        endpoint: str | None = None,
+        task_id: str | None = None,
+    ) -> AsyncIterator[Scope]:
+        """Identify, authorize and limit the RPC (gateway.edge), and give back its slot at the end.
+
+        Endpoint RPCs pass `endpoint`; task RPCs pass `task_id`, whose handle names the endpoint and
+        the tenant: another tenant's handle is NOT_FOUND, so its existence is not revealed.
+        """
+        edge = self._edges()
         metadata = context.invocation_metadata()
-        credential = self._credentials.for_call(metadata)
-        call = UpstreamCall(
-            authorization=credential.authorization,
-            timeout=self._budget(context, default_timeout),
-            headers=passed_through_headers(metadata),
-        )
-        return call, credential
+        caller = self._gate.identify(edge, metadata, peer_subjects(context))
+        task = None
+        if task_id is not None:
+            if not task_id:
+                raise InvalidArgument("task_id", "must not be empty")
+            task = edge.handles.verify(task_id) if edge.handles else TaskRef("", "", task_id)
+            if task.tenant != caller.name:
+                raise NotFound("task not found")
+            endpoint = task.endpoint or None
+        elif not endpoint:
+            raise InvalidArgument("endpoint_name", "must not be empty")
+        if endpoint:
+            self._gate.authorize(caller, endpoint)
+        admission = await self._gate.limit(caller, endpoint, kind)
+        try:
+            if admission.headers:
+                await context.send_initial_metadata(admission.headers)
+            call = UpstreamCall(
+                authorization=caller.credential.authorization,
+                timeout=self._budget(context, default_timeout),
+                headers=passed_through_headers(metadata),
+            )
+            yield Scope(edge, caller, call, task)
+        finally:
+            admission.release()
 
     async def _on_endpoint(
         self,
         rpc: str,
         name: str,
         kinds: frozenset[pb.EndpointKind.ValueType],
-        call: UpstreamCall,
-        credential: Credential,
+        scope: Scope,
         use: Callable[[pb.Endpoint], Awaitable[T]],
     ) -> T:
         """Resolve `name`, check its kind, and run `use` on it.
@@ -104,9 +161,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         re-created): the entry is dropped and, when a fresh lookup gives a new id, `use` runs once
         more. Nothing was created upstream by a 404, so repeating is safe for every route.
         """
-        if not name:
-            raise InvalidArgument("endpoint_name", "must not be empty")
-        endpoint = await self._directory.resolve(name, call, credential.scope)
+        endpoint = await self._directory.resolve(name, scope.call, scope.credential.scope)
         for attempt in range(2):
             if endpoint.kind not in kinds:
                 right = _RPC_FOR_KIND.get(endpoint.kind)
@@ -119,8 +174,8 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             except GatewayError as exc:
                 if exc.code != Code.NOT_FOUND or attempt:
                     raise
-                self._directory.forget(name, credential.scope)
-                fresh = await self._directory.resolve(name, call, credential.scope)
+                self._directory.forget(name, scope.credential.scope)
+                fresh = await self._directory.resolve(name, scope.call, scope.credential.scope)
                 if fresh.id == endpoint.id:
                     raise
                 endpoint = fresh
@@ -130,49 +185,44 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
 
     @unary_boundary
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
-        call, credential = self._call(context, self._timeouts.sync)
+        async with self._admit(context, "unary", self._timeouts.sync, endpoint=request.endpoint_name) as scope:
 
-        async def predict(endpoint: pb.Endpoint) -> Any:
-            body = to_upstream_body(request.request, endpoint.kind)
-            return await self._api.sync_predict(endpoint.id, body, call)
+            async def predict(endpoint: pb.Endpoint) -> Any:
+                body = to_upstream_body(request.request, endpoint.kind)
+                return await self._api.sync_predict(endpoint.id, body, scope.call)
 
-        payload = await self._on_endpoint(
-            "Predict", request.endpoint_name, _PREDICT_KINDS, call, credential, predict
-        )
+            payload = await self._on_endpoint("Predict", request.endpoint_name, _PREDICT_KINDS, scope, predict)
         return pb.PredictResponse(response=to_endpoint_response(payload))
 
     @unary_boundary
     async def SubmitAsync(self, request: pb.SubmitAsyncRequest, context: Context) -> pb.SubmitAsyncResponse:
-        call, credential = self._call(context, self._timeouts.submit)
+        name = request.endpoint_name
+        async with self._admit(context, "unary", self._timeouts.submit, endpoint=name) as scope:
 
-        async def submit(endpoint: pb.Endpoint) -> str:
-            body = to_upstream_body(request.request, endpoint.kind)
-            return await self._api.submit_async(endpoint.id, body, call)
+            async def submit(endpoint: pb.Endpoint) -> str:
+                body = to_upstream_body(request.request, endpoint.kind)
+                if request.request.HasField("callback_url"):
+                    await self._gate.check_callback(scope.caller, request.request.callback_url)
+                return await self._api.submit_async(endpoint.id, body, scope.call)
 
-        task_id = await self._on_endpoint(
-            "SubmitAsync", request.endpoint_name, _ASYNC_KINDS, call, credential, submit
-        )
+            upstream_id = await self._on_endpoint("SubmitAsync", name, _ASYNC_KINDS, scope, submit)
+            handles = scope.edge.handles
+            task_id = handles.issue(TaskRef(scope.caller.name, name, upstream_id)) if handles else upstream_id
         return pb.SubmitAsyncResponse(task_id=task_id)
 
-    async def _poll(self, task_id: str, call: UpstreamCall) -> pb.EndpointResponse:
-        payload = await self._api.get_task(task_id, call)
+    async def _poll(self, task_id: str, upstream_id: str, call: UpstreamCall) -> pb.EndpointResponse:
+        payload = await self._api.get_task(upstream_id, call)
         return to_endpoint_response(payload, task_id=task_id)
 
     @unary_boundary
-    async def GetAsyncTask(
-        self, request: pb.GetAsyncTaskRequest, context: Context
-    ) -> pb.GetAsyncTaskResponse:
-        if not request.task_id:
-            raise InvalidArgument("task_id", "must not be empty")
-        call, _ = self._call(context, self._timeouts.poll)
-        return pb.GetAsyncTaskResponse(response=await self._poll(request.task_id, call))
+    async def GetAsyncTask(self, request: pb.GetAsyncTaskRequest, context: Context) -> pb.GetAsyncTaskResponse:
+        async with self._admit(context, "unary", self._timeouts.poll, task_id=request.task_id) as scope:
+            assert scope.task is not None
+            response = await self._poll(request.task_id, scope.task.upstream_id, scope.call)
+        return pb.GetAsyncTaskResponse(response=response)
 
     @unary_boundary
-    async def WaitAsyncTask(
-        self, request: pb.WaitAsyncTaskRequest, context: Context
-    ) -> pb.WaitAsyncTaskResponse:
-        if not request.task_id:
-            raise InvalidArgument("task_id", "must not be empty")
+    async def WaitAsyncTask(self, request: pb.WaitAsyncTaskRequest, context: Context) -> pb.WaitAsyncTaskResponse:
         wait = self._timeouts.max_wait
         if request.HasField("timeout"):
             requested = request.timeout.ToTimedelta().total_seconds()
@@ -183,50 +233,50 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             wait = min(wait, remaining - self._timeouts.deadline_margin)
-        # The shared loop outlives any one waiter, so its polls get the poll timeout, not ours.
-        call, credential = self._call(context, self._timeouts.poll)
-        poll_call = UpstreamCall(call.authorization, self._timeouts.poll, call.headers)
-        response = await self._waits.wait(
-            f"{credential.scope}/{request.task_id}",
-            lambda: self._poll(request.task_id, poll_call),
-            wait,
-        )
+        async with self._admit(context, "wait", self._timeouts.poll, task_id=request.task_id) as scope:
+            assert scope.task is not None
+            # The shared loop outlives any one waiter, so its polls get the poll timeout, not ours.
+            poll_call = UpstreamCall(scope.call.authorization, self._timeouts.poll, scope.call.headers)
+            upstream_id = scope.task.upstream_id
+            response = await self._waits.wait(
+                f"{scope.caller.name}/{scope.credential.scope}/{upstream_id}",
+                lambda: self._poll(request.task_id, upstream_id, poll_call),
+                wait,
+            )
         return pb.WaitAsyncTaskResponse(response=response)
 
     @stream_boundary
     async def StreamPredict(
         self, request: pb.StreamPredictRequest, context: Context
     ) -> AsyncIterator[pb.StreamPredictResponse]:
-        call, credential = self._call(context, self._timeouts.stream_idle)
+        name = request.endpoint_name
+        async with self._admit(context, "stream", self._timeouts.stream_idle, endpoint=name) as scope:
 
-        async def open_stream(endpoint: pb.Endpoint) -> tuple[AsyncGenerator[bytes, None], bytes | None]:
-            body = to_upstream_body(request.request, endpoint.kind)
-            events = self._api.stream(endpoint.id, body, call)
-            # Read the first event here, so a 404 on opening still takes the stale-cache path.
+            async def open_stream(endpoint: pb.Endpoint) -> tuple[AsyncGenerator[bytes, None], bytes | None]:
+                body = to_upstream_body(request.request, endpoint.kind)
+                events = self._api.stream(endpoint.id, body, scope.call)
+                # Read the first event here, so a 404 on opening still takes the stale-cache path.
+                try:
+                    return events, await anext(events, None)
+                except BaseException:
+                    await events.aclose()
+                    raise
+
+            events, first = await self._on_endpoint("StreamPredict", name, _STREAM_KINDS, scope, open_stream)
             try:
-                return events, await anext(events, None)
-            except BaseException:
+                if first is None:
+                    return
+                yield _stream_message(first)
+                async for data in events:
+                    yield _stream_message(data)
+            finally:
                 await events.aclose()
-                raise
-
-        events, first = await self._on_endpoint(
-            "StreamPredict", request.endpoint_name, _STREAM_KINDS, call, credential, open_stream
-        )
-        try:
-            if first is None:
-                return
-            yield _stream_message(first)
-            async for data in events:
-                yield _stream_message(data)
-        finally:
-            await events.aclose()
 
     @unary_boundary
     async def GetEndpoint(self, request: pb.GetEndpointRequest, context: Context) -> pb.GetEndpointResponse:
-        if not request.endpoint_name:
-            raise InvalidArgument("endpoint_name", "must not be empty")
-        call, credential = self._call(context, self._timeouts.poll)
-        endpoint = await self._directory.resolve(request.endpoint_name, call, credential.scope)
+        name = request.endpoint_name
+        async with self._admit(context, "unary", self._timeouts.poll, endpoint=name) as scope:
+            endpoint = await self._directory.resolve(name, scope.call, scope.credential.scope)
         return pb.GetEndpointResponse(endpoint=endpoint)
 
 

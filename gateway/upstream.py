@@ -143,9 +143,7 @@ class LaunchAPI:
         payload = await self._json("GET", "/v1/model-endpoints", call, params={"name": name})
         endpoints = payload.get("model_endpoints") if isinstance(payload, dict) else None
         if not isinstance(endpoints, list):
-            raise UpstreamProtocolError(
-                "upstream GET /v1/model-endpoints answered without a model_endpoints list"
-            )
+            raise UpstreamProtocolError("upstream GET /v1/model-endpoints answered without a model_endpoints list")
         for record in endpoints:
             # Launch matches the exact name; a proxy in between might not.
             if isinstance(record, dict) and record.get("name") == name:
@@ -154,9 +152,7 @@ class LaunchAPI:
 
     async def sync_predict(self, endpoint_id: str, body: bytes, call: UpstreamCall) -> Any:
         """`POST /v1/sync-tasks`: the task's response body."""
-        return await self._json(
-            "POST", "/v1/sync-tasks", call, params={"model_endpoint_id": endpoint_id}, body=body
-        )
+        return await self._json("POST", "/v1/sync-tasks", call, params={"model_endpoint_id": endpoint_id}, body=body)
 
     async def submit_async(self, endpoint_id: str, body: bytes, call: UpstreamCall) -> str:
         """`POST /v1/async-tasks`: the new task's id."""
@@ -205,8 +201,6 @@ class LaunchAPI:
                 except EventTooLarge as exc:
                     raise UpstreamProtocolError(f"upstream POST {route}: {exc}") from None
                 except (TimeoutError, aiohttp.ServerTimeoutError):
-                    raise UpstreamTimeout(
-                        f"upstream POST {route}: no event for {call.timeout:.3g} s"
-                    ) from None
+                    raise UpstreamTimeout(f"upstream POST {route}: no event for {call.timeout:.3g} s") from None
                 if parser.pending:
                     raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated mid-event")

@@ -41,7 +41,9 @@ async def make_stack() -> AsyncIterator[StackFactory]:
         upstream_key: str | None = None,
         ping_interval: float = 15.0,
         workers: int = 4,
-        settings: dict[str, dict[str, Any]] | None = None,
+        settings: dict[str, Any] | None = None,
+        gateway_env: dict[str, str] | None = None,
+        config_path: str | None = None,
     ) -> Stack:
         launch = LocalLaunchServer(
             [*builtin_endpoints(), *extra_endpoints],
@@ -50,10 +52,11 @@ async def make_stack() -> AsyncIterator[StackFactory]:
             workers=workers,
         )
         await launch.start()
-        values: dict[str, dict[str, Any]] = {"server": {"port": 0}, "upstream": {"url": launch.url}}
+        values: dict[str, Any] = {"server": {"port": 0}, "upstream": {"url": launch.url}}
         for section, table in (settings or {}).items():
             values[section] = {**values.get(section, {}), **table}
-        gateway = GatewayServer(build_settings(values), upstream_api_key=upstream_key)
+        env = {"LAUNCH_API_KEY": upstream_key} if upstream_key else {}
+        gateway = GatewayServer(build_settings(values), env={**env, **(gateway_env or {})}, config_path=config_path)
         await gateway.start()
         channel = grpc.aio.insecure_channel(gateway.address)
         stack = Stack(launch, gateway, channel, pb_grpc.EndpointServiceStub(channel))

@@ -172,18 +172,14 @@ def test_status_strings_map_and_unknown_ones_are_undefined(status: str, expected
     assert to_endpoint_response({"status": status}, task_id="t").status == expected
 
 
-@pytest.mark.parametrize(
-    "payload", [[], "x", {"result": 1}, {"status": 3}], ids=["list", "str", "no-status", "int"]
-)
+@pytest.mark.parametrize("payload", [[], "x", {"result": 1}, {"status": 3}], ids=["list", "str", "no-status", "int"])
 def test_unreadable_payloads_are_protocol_errors(payload: Any) -> None:
     with pytest.raises(UpstreamProtocolError):
         to_endpoint_response(payload)
 
 
 def test_endpoint_records_give_kind_and_status() -> None:
-    endpoint = endpoint_from_record(
-        {"id": "end_1", "name": "e", "endpoint_type": "streaming", "status": "READY"}
-    )
+    endpoint = endpoint_from_record({"id": "end_1", "name": "e", "endpoint_type": "streaming", "status": "READY"})
     assert (endpoint.id, endpoint.name, endpoint.kind, endpoint.status) == ("end_1", "e", STREAMING, "READY")
     with pytest.raises(UpstreamProtocolError):
         endpoint_from_record({"name": "e"})

@@ -45,9 +45,7 @@ def generate(out_root: Path) -> Path:
     package = out_root / PACKAGE
     for folder in [package, *(p for p in package.rglob("*") if p.is_dir())]:
         if folder.name != "__pycache__":
-            (folder / "__init__.py").write_text(
-                '"""Generated from protos/ by `make proto`; do not edit."""\n'
-            )
+            (folder / "__init__.py").write_text('"""Generated from protos/ by `make proto`; do not edit."""\n')
     return package
 
 
@@ -58,9 +56,7 @@ def differences(left: Path, right: Path) -> list[str]:
     return sorted(
         str(n)
         for n in names
-        if not (
-            (left / n).exists() and (right / n).exists() and filecmp.cmp(left / n, right / n, shallow=False)
-        )
+        if not ((left / n).exists() and (right / n).exists() and filecmp.cmp(left / n, right / n, shallow=False))
     )
 
 

@@ -79,20 +79,14 @@ class GatewayClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def call(
-        self, method: Callable[..., Awaitable[R]], request: Any, deadline: float | None = None
-    ) -> R:
+    async def call(self, method: Callable[..., Awaitable[R]], request: Any, deadline: float | None = None) -> R:
         """Run one unary RPC with the client's metadata and deadline; errors as GatewayRPCError."""
         try:
-            return await method(
-                request, timeout=deadline or self.settings.timeout, metadata=self.call_metadata
-            )
+            return await method(request, timeout=deadline or self.settings.timeout, metadata=self.call_metadata)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
-    async def get_model_endpoint(
-        self, endpoint_name: str
-    ) -> SyncEndpoint | AsyncEndpoint | StreamingEndpoint | None:
+    async def get_model_endpoint(self, endpoint_name: str) -> SyncEndpoint | AsyncEndpoint | StreamingEndpoint | None:
         """The endpoint called `endpoint_name`, as an object of its kind; None if there is none."""
         try:
             reply = await self.call(self.stub.GetEndpoint, pb.GetEndpointRequest(endpoint_name=endpoint_name))
@@ -154,9 +148,7 @@ class AsyncEndpoint(Endpoint):
             if isinstance(result, BaseException) and not isinstance(result, GatewayRPCError):
                 raise result
         if any(errors):
-            raise BatchSubmitError(
-                [r if isinstance(r, EndpointResponseFuture) else None for r in results], errors
-            )
+            raise BatchSubmitError([r if isinstance(r, EndpointResponseFuture) else None for r in results], errors)
         return [r for r in results if isinstance(r, EndpointResponseFuture)]
 
 

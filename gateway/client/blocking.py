@@ -94,9 +94,7 @@ class GatewayClient:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
-    def get_model_endpoint(
-        self, endpoint_name: str
-    ) -> SyncEndpoint | AsyncEndpoint | StreamingEndpoint | None:
+    def get_model_endpoint(self, endpoint_name: str) -> SyncEndpoint | AsyncEndpoint | StreamingEndpoint | None:
         """The endpoint called `endpoint_name`, as an object of its kind; None if there is none."""
         try:
             reply = self.call(self.stub.GetEndpoint, pb.GetEndpointRequest(endpoint_name=endpoint_name))
@@ -170,9 +168,7 @@ class AsyncEndpoint(Endpoint):
         errors: list[GatewayRPCError | None] = []
         for call in calls:
             try:
-                futures.append(
-                    EndpointResponseFuture(client, self.model_endpoint.name, call.result().task_id)
-                )
+                futures.append(EndpointResponseFuture(client, self.model_endpoint.name, call.result().task_id))
                 errors.append(None)
             except grpc.RpcError as exc:
                 futures.append(None)

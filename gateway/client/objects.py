@@ -89,9 +89,7 @@ class EndpointRequest:
         if callback_auth_kind == "basic" and not callback_auth_username:
             raise ValueError("callback_auth_username is required when callback_auth_kind is 'basic'")
         if callback_auth_kind == "mtls" and not (callback_auth_cert and callback_auth_key):
-            raise ValueError(
-                "callback_auth_cert and callback_auth_key are required when callback_auth_kind is 'mtls'"
-            )
+            raise ValueError("callback_auth_cert and callback_auth_key are required when callback_auth_kind is 'mtls'")
         if request_id is not None:
             warnings.warn("request_id is deprecated and ignored", DeprecationWarning, stacklevel=2)
         self.url = url
@@ -160,8 +158,7 @@ class EndpointResponse:
 
     def __str__(self) -> str:
         return (
-            f"status: {self.status}, result: {self.result}, result_url: {self.result_url}, "
-            f"traceback: {self.traceback}"
+            f"status: {self.status}, result: {self.result}, result_url: {self.result_url}, traceback: {self.traceback}"
         )
 
     __repr__ = __str__

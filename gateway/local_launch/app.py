@@ -144,9 +144,7 @@ class LaunchApp:
         record.finish("completed", response.status)
         return response
 
-    async def _answer(
-        self, request: web.Request, handler: Handler, api_key: str | None
-    ) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, handler: Handler, api_key: str | None) -> web.StreamResponse:
         try:
             # FastAPI routes before it authenticates: an unknown route is a 404 even without a key.
             routed = request.match_info.http_exception is None
@@ -169,9 +167,7 @@ class LaunchApp:
             raise LaunchHTTPError(404, ENDPOINT_NOT_FOUND)
         if spec.kind not in accepts:
             # ME tasks_v1.py prefixes the use case's EndpointUnsupportedInferenceTypeException.
-            raise LaunchHTTPError(
-                400, f"Unsupported inference type: Endpoint {spec.id} does not serve {serves}."
-            )
+            raise LaunchHTTPError(400, f"Unsupported inference type: Endpoint {spec.id} does not serve {serves}.")
         return spec
 
     async def _task_request(

@@ -94,9 +94,7 @@ def parse_endpoint_spec(text: str) -> EndpointSpec:
     name = name.strip()
     kind, module_name, attribute = (part.strip() for part in parts)
     if kind not in _KINDS:
-        raise ValueError(
-            f"endpoint spec {text!r}: unknown kind {kind!r}, expected one of {', '.join(_KINDS)}"
-        )
+        raise ValueError(f"endpoint spec {text!r}: unknown kind {kind!r}, expected one of {', '.join(_KINDS)}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -106,9 +104,7 @@ def parse_endpoint_spec(text: str) -> EndpointSpec:
         try:
             function = getattr(function, step)
         except AttributeError:
-            raise ValueError(
-                f"endpoint spec {text!r}: module {module_name!r} has no attribute {attribute!r}"
-            ) from None
+            raise ValueError(f"endpoint spec {text!r}: module {module_name!r} has no attribute {attribute!r}") from None
     return EndpointSpec(name=name, kind=cast(EndpointKind, kind), function=function)
 
 

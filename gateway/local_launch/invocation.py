@@ -100,9 +100,7 @@ class ModelRunner:
             return (), {}
         if not isinstance(request.args, dict):
             # Launch calls predict_fn(**args), which fails the same way.
-            raise TypeError(
-                f"args must be a JSON object of keyword arguments, not {type(request.args).__name__}"
-            )
+            raise TypeError(f"args must be a JSON object of keyword arguments, not {type(request.args).__name__}")
         return (), request.args
 
     async def run(self, spec: EndpointSpec, request: PredictRequest) -> Outcome:

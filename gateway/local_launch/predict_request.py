@@ -78,18 +78,14 @@ def parse_predict_request(body: bytes) -> PredictRequest:
         error = validation_error(["body", pos], str(exc), "value_error.jsondecode")
         raise RequestValidationError([error]) from None
     if not isinstance(data, dict):
-        raise RequestValidationError(
-            [validation_error(["body"], "value is not a valid dict", "type_error.dict")]
-        )
+        raise RequestValidationError([validation_error(["body"], "value is not a valid dict", "type_error.dict")])
     errors: list[ErrorDetail] = []
     url = _optional_str(data, "url", errors)
     callback_url = _optional_str(data, "callback_url", errors)
     return_pickled = data.get("return_pickled")
     if return_pickled is not None and not isinstance(return_pickled, bool):
         errors.append(
-            validation_error(
-                ["body", "return_pickled"], "value could not be parsed to a boolean", "type_error.bool"
-            )
+            validation_error(["body", "return_pickled"], "value could not be parsed to a boolean", "type_error.bool")
         )
     auth = _callback_auth(data.get("callback_auth"), errors)
     if errors:

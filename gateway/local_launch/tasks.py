@@ -71,8 +71,7 @@ class TaskQueue:
 
     def start(self) -> None:
         self._workers = [
-            asyncio.create_task(self._work(), name=f"local-launch-worker-{n}")
-            for n in range(self._worker_count)
+            asyncio.create_task(self._work(), name=f"local-launch-worker-{n}") for n in range(self._worker_count)
         ]
 
     async def stop(self) -> None:

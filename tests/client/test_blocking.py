@@ -105,9 +105,7 @@ async def test_stream_iterates_and_early_close_stops_the_upstream(make_stack: St
     def calls() -> tuple[list[object], list[object]]:
         count = endpoint_of(client, "count")
         assert isinstance(count, StreamingEndpoint)
-        full = [
-            json.loads(r.result or "") for r in count.predict(EndpointRequest(args={"n": 3, "interval": 0}))
-        ]
+        full = [json.loads(r.result or "") for r in count.predict(EndpointRequest(args={"n": 3, "interval": 0}))]
         endpoint = endpoint_of(client, "endless")
         assert isinstance(endpoint, StreamingEndpoint)
         first: list[object] = []

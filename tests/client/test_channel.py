@@ -52,15 +52,11 @@ class FlakyService(pb_grpc.EndpointServiceServicer):
         await self._first_fails("SubmitAsync", context)
         return pb.SubmitAsyncResponse(task_id="t")
 
-    async def GetAsyncTask(
-        self, request: pb.GetAsyncTaskRequest, context: Context
-    ) -> pb.GetAsyncTaskResponse:
+    async def GetAsyncTask(self, request: pb.GetAsyncTaskRequest, context: Context) -> pb.GetAsyncTaskResponse:
         await self._first_fails("GetAsyncTask", context)
         return pb.GetAsyncTaskResponse(response=DONE)
 
-    async def WaitAsyncTask(
-        self, request: pb.WaitAsyncTaskRequest, context: Context
-    ) -> pb.WaitAsyncTaskResponse:
+    async def WaitAsyncTask(self, request: pb.WaitAsyncTaskRequest, context: Context) -> pb.WaitAsyncTaskResponse:
         await self._first_fails("WaitAsyncTask", context)
         return pb.WaitAsyncTaskResponse(response=DONE)
 

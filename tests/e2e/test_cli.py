@@ -43,9 +43,7 @@ async def test_serve_listens_answers_and_exits_cleanly_on_sigterm(tmp_path: Path
             address = line.split()[3]
             async with grpc.aio.insecure_channel(address) as channel:
                 stub = pb_grpc.EndpointServiceStub(channel)
-                request = pb.PredictRequest(
-                    endpoint_name="echo", request=pb.EndpointRequest(args_json='{"a":1}')
-                )
+                request = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json='{"a":1}'))
                 reply = await stub.Predict(request, timeout=10)
             assert json.loads(reply.response.result) == {"a": 1}
             code, out, _ = await run(SCRIPT, "health", "--address", address)

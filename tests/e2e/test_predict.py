@@ -97,9 +97,7 @@ async def test_struct_integers_reach_the_predict_function_as_ints(stack: Stack) 
 
 
 async def test_args_json_carries_integers_beyond_two_to_the_53_exactly(stack: Stack) -> None:
-    request = pb.PredictRequest(
-        endpoint_name="describe", request=pb.EndpointRequest(args_json=f'{{"n": {2**60}}}')
-    )
+    request = pb.PredictRequest(endpoint_name="describe", request=pb.EndpointRequest(args_json=f'{{"n": {2**60}}}'))
     reply = await stack.stub.Predict(request, timeout=10)
     assert json.loads(reply.response.result) == {"n": {"type": "int", "value": 2**60}}
 

@@ -45,9 +45,7 @@ async def test_events_arrive_one_by_one_before_the_model_yields_the_last(make_st
 
 async def test_builtin_count_stream_relays_every_event_with_status(make_stack: StackFactory) -> None:
     stack = await make_stack(ping_interval=0.05)
-    messages = [
-        m async for m in stack.stub.StreamPredict(stream_request("count", n=4, interval=0.06), timeout=10)
-    ]
+    messages = [m async for m in stack.stub.StreamPredict(stream_request("count", n=4, interval=0.06), timeout=10)]
     assert [json.loads(m.response.result) for m in messages] == [{"i": i} for i in range(4)]
     assert {m.response.status for m in messages} == {pb.TASK_STATUS_SUCCESS}
     assert {m.response.status_code for m in messages} == {200}

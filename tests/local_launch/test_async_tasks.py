@@ -69,9 +69,7 @@ async def test_task_goes_pending_started_success(client: aiohttp.ClientSession) 
         assert (await get_task(client, server, second["task_id"]))["result"] == {"result": '{"n": 2}'}
 
 
-async def test_failed_task_reports_the_exception(
-    server: LocalLaunchServer, client: aiohttp.ClientSession
-) -> None:
+async def test_failed_task_reports_the_exception(server: LocalLaunchServer, client: aiohttp.ClientSession) -> None:
     _, created = await call(client, server, ASYNC, "fail-async", {"args": {"delay": 0, "message": "boom"}})
     task_id = created["task_id"]
     await server.wait_for_task(task_id)
@@ -83,9 +81,7 @@ async def test_failed_task_reports_the_exception(
     assert body["traceback"].rstrip().endswith("ValueError: boom")
 
 
-async def test_unknown_task_id_reads_as_pending(
-    server: LocalLaunchServer, client: aiohttp.ClientSession
-) -> None:
+async def test_unknown_task_id_reads_as_pending(server: LocalLaunchServer, client: aiohttp.ClientSession) -> None:
     assert await get_task(client, server, "no-such-task") == {"task_id": "no-such-task", "status": "PENDING"}
 
 
@@ -171,8 +167,7 @@ async def test_callback_is_retried_and_failures_logged_without_secrets(
             await target.got_success.wait()
     assert len(target.calls) == 3
     assert all(
-        payload["status"] == "FAILURE" and payload["task_id"] == created["task_id"]
-        for _, payload, _ in target.calls
+        payload["status"] == "FAILURE" and payload["task_id"] == created["task_id"] for _, payload, _ in target.calls
     )
     assert "HTTP 500" in caplog.text
     assert "HTTP 503" in caplog.text

@@ -22,9 +22,7 @@ async def locked() -> AsyncIterator[LocalLaunchServer]:
 async def lookup(
     client: aiohttp.ClientSession, server: LocalLaunchServer, headers: dict[str, str]
 ) -> tuple[int, Any, Mapping[str, str]]:
-    async with client.get(
-        f"{server.url}/v1/model-endpoints", params={"name": "echo"}, headers=headers
-    ) as response:
+    async with client.get(f"{server.url}/v1/model-endpoints", params={"name": "echo"}, headers=headers) as response:
         return response.status, await response.json(), response.headers
 
 

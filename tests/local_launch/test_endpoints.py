@@ -57,22 +57,12 @@ def test_parse_endpoint_spec_imports_the_function(text: str, name: str, kind: st
         pytest.param("echo=sync:gateway.local_launch.examples", "must look like", id="no-function"),
         pytest.param("=sync:gateway.local_launch.examples:echo", "must look like", id="empty-name"),
         pytest.param("e=batch:gateway.local_launch.examples:echo", "unknown kind 'batch'", id="bad-kind"),
-        pytest.param(
-            "e=sync:no_such_module_xyz:echo", "cannot import module 'no_such_module_xyz'", id="no-module"
-        ),
-        pytest.param(
-            "e=sync:gateway.local_launch.examples:nope", "has no attribute 'nope'", id="no-attribute"
-        ),
+        pytest.param("e=sync:no_such_module_xyz:echo", "cannot import module 'no_such_module_xyz'", id="no-module"),
+        pytest.param("e=sync:gateway.local_launch.examples:nope", "has no attribute 'nope'", id="no-attribute"),
         pytest.param("e=sync:gateway.local_launch.examples:__doc__", "is not callable", id="not-callable"),
-        pytest.param(
-            "e=streaming:gateway.local_launch.examples:echo", "needs a generator", id="stream-no-gen"
-        ),
-        pytest.param(
-            "e=sync:gateway.local_launch.examples:count", "declare it as streaming", id="gen-not-stream"
-        ),
-        pytest.param(
-            "bad name=sync:gateway.local_launch.examples:echo", "invalid endpoint name", id="bad-name"
-        ),
+        pytest.param("e=streaming:gateway.local_launch.examples:echo", "needs a generator", id="stream-no-gen"),
+        pytest.param("e=sync:gateway.local_launch.examples:count", "declare it as streaming", id="gen-not-stream"),
+        pytest.param("bad name=sync:gateway.local_launch.examples:echo", "invalid endpoint name", id="bad-name"),
     ],
 )
 def test_parse_endpoint_spec_rejects_with_a_clear_message(text: str, message: str) -> None:
@@ -96,9 +86,7 @@ def test_builtin_endpoints_and_their_descriptions(server: LocalLaunchServer) -> 
     assert "echo-async (async)" in describe_endpoints(server)
 
 
-async def test_lookup_by_name_returns_the_record(
-    server: LocalLaunchServer, client: aiohttp.ClientSession
-) -> None:
+async def test_lookup_by_name_returns_the_record(server: LocalLaunchServer, client: aiohttp.ClientSession) -> None:
     async with client.get(f"{server.url}/v1/model-endpoints", params={"name": "count"}) as response:
         assert response.status == 200
         body = await response.json()
@@ -126,9 +114,7 @@ async def test_lookup_by_id(server: LocalLaunchServer, client: aiohttp.ClientSes
     assert (record["id"], record["name"], record["endpoint_type"]) == (endpoint_id, "echo-async", "async")
 
 
-async def test_lookup_of_an_unknown_id_is_404(
-    server: LocalLaunchServer, client: aiohttp.ClientSession
-) -> None:
+async def test_lookup_of_an_unknown_id_is_404(server: LocalLaunchServer, client: aiohttp.ClientSession) -> None:
     async with client.get(f"{server.url}/v1/model-endpoints/end_nope") as response:
         assert response.status == 404
         assert await response.json() == NOT_FOUND
@@ -140,9 +126,7 @@ async def test_ids_are_stable_across_servers() -> None:
         assert first.endpoint_id("echo") != first.endpoint_id("describe")
 
 
-async def test_unknown_route_is_a_fastapi_style_404(
-    server: LocalLaunchServer, client: aiohttp.ClientSession
-) -> None:
+async def test_unknown_route_is_a_fastapi_style_404(server: LocalLaunchServer, client: aiohttp.ClientSession) -> None:
     async with client.get(f"{server.url}/v1/nothing-here") as response:
         assert response.status == 404
         assert await response.json() == {"detail": "Not Found"}

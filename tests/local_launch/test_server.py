@@ -21,9 +21,7 @@ async def test_port_zero_binds_a_free_port_and_stop_is_idempotent() -> None:
     await server.stop()
 
 
-async def test_records_keep_the_request_as_sent(
-    server: LocalLaunchServer, client: aiohttp.ClientSession
-) -> None:
+async def test_records_keep_the_request_as_sent(server: LocalLaunchServer, client: aiohttp.ClientSession) -> None:
     endpoint_id = server.endpoint_id("echo")
     async with client.post(
         f"{server.url}/v1/sync-tasks",
@@ -43,9 +41,7 @@ async def test_records_keep_the_request_as_sent(
 
 async def test_repeated_headers_are_joined(server: LocalLaunchServer) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(
-        b"GET /v1/model-endpoints HTTP/1.1\r\nHost: x\r\nX-Tag: a\r\nx-tag: b\r\nConnection: close\r\n\r\n"
-    )
+    writer.write(b"GET /v1/model-endpoints HTTP/1.1\r\nHost: x\r\nX-Tag: a\r\nx-tag: b\r\nConnection: close\r\n\r\n")
     assert (await reader.read()).startswith(b"HTTP/1.1 200")
     writer.close()
     await writer.wait_closed()

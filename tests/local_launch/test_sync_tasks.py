@@ -20,9 +20,7 @@ from .harness import call, serve
 SYNC = "/v1/sync-tasks"
 
 
-async def test_success_wraps_the_value_as_json_text(
-    server: LocalLaunchServer, client: aiohttp.ClientSession
-) -> None:
+async def test_success_wraps_the_value_as_json_text(server: LocalLaunchServer, client: aiohttp.ClientSession) -> None:
     status, body = await call(client, server, SYNC, "echo", {"args": {"x": [1, 2], "y": "z"}})
     assert status == 200
     assert body == {
@@ -102,9 +100,7 @@ async def test_return_pickled_gives_a_url_serving_the_pickle_without_auth(
             assert pickle.loads(await response.read()) == {"a": 1}
 
 
-async def test_url_input_passes_the_fetched_bytes(
-    server: LocalLaunchServer, client: aiohttp.ClientSession
-) -> None:
+async def test_url_input_passes_the_fetched_bytes(server: LocalLaunchServer, client: aiohttp.ClientSession) -> None:
     data = b"some file contents\x00\xff"
 
     async def file(request: web.Request) -> web.Response:
@@ -121,9 +117,7 @@ async def test_url_input_passes_the_fetched_bytes(
     }
 
 
-async def test_an_unfetchable_url_is_a_model_failure(
-    server: LocalLaunchServer, client: aiohttp.ClientSession
-) -> None:
+async def test_an_unfetchable_url_is_a_model_failure(server: LocalLaunchServer, client: aiohttp.ClientSession) -> None:
     _, body = await call(client, server, SYNC, "read-url", {"url": f"{server.url}/v1/results/missing.pkl"})
     assert body["status"] == "FAILURE"
     assert "404" in body["traceback"]
@@ -149,12 +143,8 @@ async def test_wrong_endpoint_type_is_400(
 
 
 @pytest.mark.parametrize("route", ["/v1/sync-tasks", "/v1/async-tasks", "/v1/streaming-tasks"])
-async def test_unknown_endpoint_id_is_404(
-    server: LocalLaunchServer, client: aiohttp.ClientSession, route: str
-) -> None:
-    async with client.post(
-        f"{server.url}{route}", params={"model_endpoint_id": "end_nope"}, json={}
-    ) as response:
+async def test_unknown_endpoint_id_is_404(server: LocalLaunchServer, client: aiohttp.ClientSession, route: str) -> None:
+    async with client.post(f"{server.url}{route}", params={"model_endpoint_id": "end_nope"}, json={}) as response:
         assert response.status == 404
         assert await response.json() == {"detail": "The specified endpoint could not be found."}
 
@@ -217,10 +207,7 @@ def _missing(*loc: str | int) -> dict[str, Any]:
             [
                 {
                     "loc": ["body", "callback_auth"],
-                    "msg": (
-                        "No match for discriminator 'kind' and value 'oauth' "
-                        "(allowed values: 'basic', 'mtls')"
-                    ),
+                    "msg": ("No match for discriminator 'kind' and value 'oauth' (allowed values: 'basic', 'mtls')"),
                     "type": "value_error.discriminated_union.invalid_discriminator",
                 }
             ],
@@ -247,9 +234,7 @@ async def test_missing_endpoint_id_is_422(server: LocalLaunchServer, client: aio
     assert body == {"detail": [_missing("query", "model_endpoint_id")]}
 
 
-async def test_unknown_launch_fields_are_ignored(
-    server: LocalLaunchServer, client: aiohttp.ClientSession
-) -> None:
+async def test_unknown_launch_fields_are_ignored(server: LocalLaunchServer, client: aiohttp.ClientSession) -> None:
     body = {"args": {"a": 1}, "timeout_seconds": 5, "num_retries": 0, "destination_path": "/predict", "x": 1}
     status, answer = await call(client, server, SYNC, "echo", body)
     assert (status, answer["status"]) == (200, "SUCCESS")
