@@ -48,7 +48,7 @@ def check_callback(url: str, policy: CallbackPolicy, addresses: Iterable[str]) -
     scheme = urlsplit(url).scheme.lower()
     host = callback_host(url)
     if scheme != "https" and not (scheme == "http" and policy.allow_http):
-        raise CallbackRefused(f"{FIELD}: must use https" + ("" if scheme != "http" else " (http is not allowed)"))
+        raise CallbackRefused(f"{FIELD}: must use https, not {scheme}")
     if not any(fnmatch.fnmatchcase(host, pattern) for pattern in policy.hosts):
         raise CallbackRefused(f"{FIELD}: host {host} is not one of this tenant's callback hosts")
     if not policy.allow_private:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+from gateway.clock import Clock
 from gateway.config import build_settings
 from gateway.local_launch import EndpointSpec, LocalLaunchServer, builtin_endpoints
 from gateway.server import GatewayServer
@@ -32,7 +34,7 @@ StackFactory = Callable[..., Awaitable[Stack]]
 @pytest.fixture
 async def make_stack() -> AsyncIterator[StackFactory]:
     """Build stacks with chosen endpoints and settings; everything is torn down after the test."""
-    stacks: list[Stack] = []
+    cleanup = contextlib.AsyncExitStack()
 
     async def make(
         extra_endpoints: Sequence[EndpointSpec] = (),
@@ -44,6 +46,7 @@ async def make_stack() -> AsyncIterator[StackFactory]:
         settings: dict[str, Any] | None = None,
         gateway_env: dict[str, str] | None = None,
         config_path: str | None = None,
+        clock: Clock | None = None,
     ) -> Stack:
         launch = LocalLaunchServer(
             [*builtin_endpoints(), *extra_endpoints],
@@ -52,22 +55,23 @@ async def make_stack() -> AsyncIterator[StackFactory]:
             workers=workers,
         )
         await launch.start()
+        cleanup.push_async_callback(launch.stop)
         values: dict[str, Any] = {"server": {"port": 0}, "upstream": {"url": launch.url}}
         for section, table in (settings or {}).items():
             values[section] = {**values.get(section, {}), **table}
         env = {"LAUNCH_API_KEY": upstream_key} if upstream_key else {}
-        gateway = GatewayServer(build_settings(values), env={**env, **(gateway_env or {})}, config_path=config_path)
+        gateway = GatewayServer(
+            build_settings(values), env={**env, **(gateway_env or {})}, config_path=config_path, clock=clock
+        )
+        cleanup.push_async_callback(gateway.limiter.close)
         await gateway.start()
+        cleanup.push_async_callback(gateway.stop, 0)
         channel = grpc.aio.insecure_channel(gateway.address)
-        stack = Stack(launch, gateway, channel, pb_grpc.EndpointServiceStub(channel))
-        stacks.append(stack)
-        return stack
+        cleanup.push_async_callback(channel.close)
+        return Stack(launch, gateway, channel, pb_grpc.EndpointServiceStub(channel))
 
-    yield make
-    for stack in reversed(stacks):
-        await stack.channel.close()
-        await stack.gateway.stop(grace=0)
-        await stack.launch.stop()
+    async with cleanup:
+        yield make
 
 
 RawUpstream = Callable[[Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[str]]

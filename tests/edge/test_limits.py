@@ -1,0 +1,124 @@
+"""Rate and concurrency limits at the gateway: RESOURCE_EXHAUSTED with RetryInfo, headers, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from gateway.local_launch import EndpointSpec
+from tests.conftest import Stack, StackFactory
+from tests.edge.conftest import ENV, KEY_A, KEY_B, LAUNCH_KEY_A, OffsetClock, bearer, tenants
+
+ECHO = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
+
+
+async def limited_stack(make_stack: StackFactory, clock: OffsetClock | None = None, **team_a: object) -> Stack:
+    return await make_stack(
+        api_keys=[LAUNCH_KEY_A, KEY_B],
+        settings={"tenants": tenants(**{"team-a": team_a})},
+        gateway_env=ENV,
+        clock=clock,
+    )
+
+
+async def test_a_burst_over_the_limit_is_refused_with_retry_info_and_recovers(make_stack: StackFactory) -> None:
+    clock = OffsetClock()
+    stack = await limited_stack(make_stack, clock, rate={"per_second": 0.5, "burst": 3})
+    remaining = []
+    for _ in range(3):
+        call = stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+        await call
+        headers = dict(await call.initial_metadata() or ())
+        assert headers["ratelimit-limit"] == "3"
+        remaining.append(headers["ratelimit-remaining"])
+    assert remaining == ["2", "1", "0"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "rate limit exceeded for tenant 'team-a'" in (caught.value.details() or "")
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    retry = error_details_pb2.RetryInfo()
+    assert any(detail.Unpack(retry) for detail in status.details)
+    assert 1.9 <= retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9 <= 2.0
+    assert dict(caught.value.trailing_metadata() or ())["retry-after"] == "2"
+    # Other tenants have their own buckets.
+    await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_B))
+    clock.offset += 2.0  # the bucket refills: one more call fits
+    await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+
+
+async def test_per_endpoint_limits_apply_to_that_endpoint_only(make_stack: StackFactory) -> None:
+    stack = await limited_stack(make_stack, endpoint_rates={"echo": {"per_second": 0.01, "burst": 1}})
+    await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "on endpoint 'echo'" in (caught.value.details() or "")
+    describe = pb.PredictRequest(endpoint_name="describe", request=pb.EndpointRequest(args_json="{}"))
+    await stack.stub.Predict(describe, timeout=10, metadata=bearer(KEY_A))
+
+
+async def test_open_streams_are_capped_at_once_not_queued(make_stack: StackFactory) -> None:
+    gate = asyncio.Event()
+
+    async def held() -> AsyncIterator[dict[str, int]]:
+        yield {"i": 0}
+        await gate.wait()
+
+    stack = await make_stack(
+        [EndpointSpec("held", "streaming", held)],
+        api_keys=[LAUNCH_KEY_A],
+        settings={"tenants": tenants(**{"team-a": {"max_streams": 1, "endpoints": ["held"]}})},
+        gateway_env=ENV,
+    )
+    request = pb.StreamPredictRequest(endpoint_name="held", request=pb.EndpointRequest(args_json="{}"))
+    first = stack.stub.StreamPredict(request, timeout=10, metadata=bearer(KEY_A))
+    await first.read()  # the first stream is open and holding its slot
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stack.stub.StreamPredict(request, timeout=10, metadata=bearer(KEY_A)):
+            pass
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "cap of 1 open streams" in (caught.value.details() or "")
+    first.cancel()
+    for _ in range(100):  # the cancelled stream gives its slot back when its handler unwinds
+        if stack.gateway.concurrency.in_flight("team-a", "stream") == 0:
+            break
+        await asyncio.sleep(0.01)
+    again = stack.stub.StreamPredict(request, timeout=10, metadata=bearer(KEY_A))
+    await again.read()
+    assert stack.gateway.concurrency.in_flight("team-a", "stream") == 1
+    again.cancel()
+    gate.set()
+
+
+async def test_unary_calls_are_capped(make_stack: StackFactory) -> None:
+    stack = await limited_stack(make_stack, max_unary=2)
+    sleeper = pb.PredictRequest(endpoint_name="sleep", request=pb.EndpointRequest(args_json='{"seconds": 5}'))
+    slow = [stack.stub.Predict(sleeper, timeout=10, metadata=bearer(KEY_A)) for _ in range(2)]
+    for _ in range(200):  # both slow calls admitted and running
+        if stack.gateway.concurrency.in_flight("team-a", "unary") == 2:
+            break
+        await asyncio.sleep(0.01)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "cap of 2 unary calls" in (caught.value.details() or "")
+    for call in slow:
+        call.cancel()
+
+
+async def test_message_size_limit_is_resource_exhausted(make_stack: StackFactory) -> None:
+    stack = await make_stack(settings={"server": {"max_receive_message_bytes": 1024}})
+    big = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json='{"x": "%s"}' % ("y" * 4096)))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.Predict(big, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
