@@ -82,7 +82,7 @@ async def test_open_mode_without_tenants_accepts_anyone(
 async def test_tenants_need_handle_secrets(make_stack: StackFactory) -> None:
     from gateway.config import ConfigError
 
-    with pytest.raises(ConfigError, match="auth.handle_secrets_env: tenants need task-handle secrets"):
+    with pytest.raises(ConfigError, match=r"auth\.handle_secrets_env: tenants need task-handle secrets"):
         await make_stack(settings={"tenants": tenants()}, gateway_env={"TEAM_A_LAUNCH_KEY": "k"})
     with pytest.raises(ConfigError, match=r"tenants.team-a.upstream_key_env: \$TEAM_A_LAUNCH_KEY is not set"):
         await make_stack(settings={"tenants": tenants()}, gateway_env={k: v for k, v in ENV.items() if "TEAM" not in k})

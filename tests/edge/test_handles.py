@@ -40,13 +40,10 @@ async def test_the_task_id_is_an_opaque_handle_that_its_tenant_can_use(edge_stac
 @pytest.mark.parametrize("rpc", ["GetAsyncTask", "WaitAsyncTask"])
 async def test_another_tenant_gets_not_found(edge_stack: Stack, rpc: str) -> None:
     task_id = await submit(edge_stack)
+    get = pb.GetAsyncTaskRequest(task_id=task_id)
+    call = edge_stack.stub.GetAsyncTask(get, timeout=10, metadata=bearer(KEY_B)) if rpc == "GetAsyncTask" else None
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        if rpc == "GetAsyncTask":
-            await edge_stack.stub.GetAsyncTask(
-                pb.GetAsyncTaskRequest(task_id=task_id), timeout=10, metadata=bearer(KEY_B)
-            )
-        else:
-            await wait(edge_stack, task_id, KEY_B)
+        await (call if call is not None else wait(edge_stack, task_id, KEY_B))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert caught.value.details() == "task not found"
 

@@ -1,0 +1,120 @@
+"""The tenant config reloads without a restart: on SIGHUP and when the file changes; a broken file is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+from gateway.local_launch import LocalLaunchServer
+from gateway.tenants import hash_key
+from tests.conftest import StackFactory
+from tests.edge.conftest import ENV, HANDLE_SECRET, KEY_A, LAUNCH_KEY_A, bearer
+
+KEY_C = "gw-key-team-a-rotated-555"
+SCRIPT = str(Path(sys.executable).parent / "launch-gateway")
+ECHO = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
+
+
+def config_text(key: str, extra: str = "") -> str:
+    return f"""
+[server]
+port = 0
+[auth]
+reload_interval = 3600.0
+[tenants.team-a]
+api_key_hashes = ["{hash_key(key)}"]
+endpoints = ["echo", "sleep"]
+upstream_key_env = "TEAM_A_LAUNCH_KEY"
+{extra}
+"""
+
+
+async def test_sighup_reloads_and_calls_in_flight_keep_their_config(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(config_text(KEY_A))
+    async with LocalLaunchServer(api_keys=[LAUNCH_KEY_A]) as launch:
+        process = await asyncio.create_subprocess_exec(
+            SCRIPT, "serve", "--config", str(config), "--upstream", launch.url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **ENV},
+        )  # fmt: skip
+        assert process.stdout is not None
+        assert process.stderr is not None
+        logs: list[str] = []
+
+        async def log_line(containing: str) -> None:
+            assert process.stderr is not None
+            while not any(containing in line for line in logs):
+                line = (await asyncio.wait_for(process.stderr.readline(), 20)).decode()
+                assert line, f"the gateway exited before logging {containing!r}"
+                logs.append(line)
+
+        try:
+            address = (await asyncio.wait_for(process.stdout.readline(), 30)).decode().split()[3]
+            async with grpc.aio.insecure_channel(address) as channel:
+                stub = pb_grpc.EndpointServiceStub(channel)
+                await stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+                sleeper = pb.PredictRequest(
+                    endpoint_name="sleep", request=pb.EndpointRequest(args_json='{"seconds": 1}')
+                )
+                in_flight = stub.Predict(sleeper, timeout=20, metadata=bearer(KEY_A))
+                await launch.wait_for_record(lambda r: r.path == "/v1/sync-tasks" and b"seconds" in r.body)
+
+                config.write_text(config_text(KEY_C))
+                process.send_signal(signal.SIGHUP)
+                await log_line("config reloaded")
+                assert (await in_flight).response.status == pb.TASK_STATUS_SUCCESS  # started under the old key
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+                assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                await stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_C))
+
+                config.write_text("[tenants.team-a\nbroken = ")
+                process.send_signal(signal.SIGHUP)
+                await log_line("config reload refused")
+                await stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_C))  # the old config stays
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(process.wait(), 30) == 0
+            logs.append((await process.stderr.read()).decode())
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    text = "".join(logs)
+    assert "not valid TOML" in text
+    for secret in (KEY_A, KEY_C, LAUNCH_KEY_A, HANDLE_SECRET):
+        assert secret not in text
+
+
+async def test_a_changed_file_is_picked_up_without_a_signal(make_stack: StackFactory, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(config_text(KEY_A))
+    tenants: dict[str, Any] = {
+        "team-a": {"api_key_hashes": [hash_key(KEY_A)], "endpoints": ["echo"], "upstream_key_env": "TEAM_A_LAUNCH_KEY"}
+    }
+    stack = await make_stack(
+        api_keys=[LAUNCH_KEY_A],
+        settings={"tenants": tenants, "auth": {"reload_interval": 0.02}},
+        gateway_env=ENV,
+        config_path=str(config),
+    )
+    await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+    config.write_text(config_text(KEY_C, extra="# rotated"))
+    for _ in range(500):
+        if stack.gateway.edges.reloads:
+            break
+        await asyncio.sleep(0.01)
+    assert stack.gateway.edges.reloads == 1
+    await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_C))
+    config.write_text(config_text(KEY_C, extra='endpoints_typo = ["x"]'))
+    assert stack.gateway.reload() is False
+    assert stack.gateway.edges.failed_reloads >= 1
+    await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_C))
