@@ -77,6 +77,9 @@ def load_edge(settings: Settings, env: Mapping[str, str]) -> Edge:
             if key is None and not any(p.startswith(where) for p in problems):
                 problems.append(f"{where}: ${tenant.upstream_key_env} is not set")
             keys[tenant.name] = key
+    limits = settings.limits
+    if limits.backend == "redis" and not env.get(limits.redis_url_env):
+        problems.append(f"limits.redis_url_env: ${limits.redis_url_env} is not set (limits.backend = redis)")
     auth = settings.auth
     where = "auth.handle_secrets_file" if auth.handle_secrets_file else "auth.handle_secrets_env"
     raw = _secret(auth.handle_secrets_file, auth.handle_secrets_env, env, where, problems)

@@ -25,7 +25,7 @@ from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from gateway.clock import Clock, SystemClock
 from gateway.concurrency import ConcurrencyLimiter
-from gateway.config import ConfigError, Settings
+from gateway.config import Settings
 from gateway.edge import Gate
 from gateway.endpoints import EndpointDirectory
 from gateway.ratelimit import MemoryRateLimiter, RateLimiter
@@ -44,10 +44,8 @@ def rate_limiter(settings: Settings, env: Mapping[str, str], clock: Clock) -> Ra
     limits = settings.limits
     if limits.backend == "memory":
         return MemoryRateLimiter(clock)
-    url = env.get(limits.redis_url_env)
-    if not url:
-        raise ConfigError([f"limits.redis_url_env: ${limits.redis_url_env} is not set (limits.backend = redis)"])
-    return RedisRateLimiter.from_url(url, prefix=limits.redis_prefix, fail_open=limits.fail_open)
+    # load_edge has checked that the variable is set.
+    return RedisRateLimiter.from_url(env[limits.redis_url_env], prefix=limits.redis_prefix, fail_open=limits.fail_open)
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
