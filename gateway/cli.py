@@ -123,14 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
     health_cmd = commands.add_parser("health", help="ask a gateway's gRPC health service; exit 0 if SERVING")
     health_cmd.add_argument("--address", default="127.0.0.1:50051", help="host:port of the gateway")
     health_cmd.add_argument("--timeout", type=float, default=3.0)
+    health_cmd.add_argument("--tls", action="store_true", help="the gateway serves TLS")
+    health_cmd.add_argument("--ca-file", help="PEM roots to trust (implies --tls)")
+    health_cmd.add_argument("--client-cert", help="PEM client certificate, when the gateway requires mTLS")
+    health_cmd.add_argument("--client-key", help="PEM client key")
     return parser
 
 
-async def check_health(address: str, wait: float) -> int:
+async def check_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    async with grpc.aio.insecure_channel(address) as channel:
+    from gateway.client.channel import ChannelSettings
+
+    address, wait = args.address, args.timeout
+    settings = ChannelSettings(
+        address, tls=args.tls, root_certificates=args.ca_file, client_certificate=args.client_cert,
+        client_key=args.client_key,
+    )  # fmt: skip
+    credentials = settings.credentials()
+    channel = grpc.aio.secure_channel(address, credentials) if credentials else grpc.aio.insecure_channel(address)
+    async with channel:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=wait)
         except grpc.aio.AioRpcError as exc:
@@ -154,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run(demo(once=args.once))
         if args.command == "health":
-            return run(check_health(args.address, args.timeout))
+            return run(check_health(args))
         if args.command == "check-config":
             from gateway.edge import load_edge
 

@@ -9,6 +9,8 @@ per-RPC decisions against it, in this order, so that a caller learns no more tha
 2. authorize: the endpoint must match one of the tenant's names or patterns -> PERMISSION_DENIED.
 3. limit: token buckets per tenant and per tenant and endpoint -> RESOURCE_EXHAUSTED with a retry
    delay; then a concurrency slot of the RPC's kind -> RESOURCE_EXHAUSTED at once, never a queue.
+   As in Envoy, the buckets are checked one after the other and a call refused by a later one has
+   still spent its token in the earlier ones.
 """
 
 from __future__ import annotations
@@ -179,6 +181,11 @@ class Gate:
         tightest: Decision | None = None
         for key, rate in checks:
             decision = await self._limiter.check(key, rate)
+            if not decision.allowed and decision.degraded:
+                raise LimitExceeded(
+                    "the rate limiter is unavailable and the gateway fails closed; retry later",
+                    retry_after=decision.retry_after,
+                )
             if not decision.allowed:
                 scope = "" if key.count(":") == 1 else f" on endpoint {endpoint!r}"
                 raise LimitExceeded(

@@ -55,6 +55,7 @@ class Decision:
     remaining: int
     reset_after: float
     retry_after: float
+    degraded: bool = False  # decided by an outage policy (the backend was down), not by the bucket
 
 
 def check_cost(rate: Rate, cost: int) -> None:

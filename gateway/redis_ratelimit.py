@@ -171,8 +171,8 @@ class RedisRateLimiter:
         self.outage_decisions[result] += 1
         self._outage_count += 1
         if self.fail_open:
-            return Decision(True, rate.burst, rate.burst, 0.0, 0.0)
-        return Decision(False, rate.burst, 0, self.closed_retry_after, self.closed_retry_after)
+            return Decision(True, rate.burst, rate.burst, 0.0, 0.0, degraded=True)
+        return Decision(False, rate.burst, 0, self.closed_retry_after, self.closed_retry_after, degraded=True)
 
     def _outage_started(self, now: float, exc: BaseException) -> None:
         if self._down_since is not None:

@@ -1,0 +1,58 @@
+"""A real redis-server child process on a unix socket, for tests that share or break rate-limit buckets."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+
+class RedisServer:
+    """redis-server listening only on `socket` (no TCP port, no persistence), which a test may kill."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.socket = directory / "redis.sock"
+        self.url = f"unix://{self.socket}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, within: float = 10.0) -> None:
+        """Start it and return once it answers PING; fails the test if it does not within `within` s."""
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(binary).exists():
+            pytest.fail("redis-server is not installed: run make test (installs redis-server)")
+        with (self.directory / "redis.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [binary, "--port", "0", "--unixsocket", str(self.socket), "--save", "", "--appendonly", "no"],
+                cwd=self.directory,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + within
+        while not self.answers_ping():  # bounded poll: redis-server signals readiness only on its socket
+            if self.proc.poll() is not None:
+                pytest.fail(f"redis-server exited with {self.proc.returncode}; see {self.directory / 'redis.log'}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"redis-server did not answer PING within {within} s; see {self.directory}")
+            time.sleep(0.01)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: clients see their connections drop and new ones refused."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def answers_ping(self) -> bool:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1)
+                sock.connect(str(self.socket))
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False

@@ -1,0 +1,203 @@
+"""Rate limits on Redis end to end: gateway processes sharing one bucket, and Redis dying mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+from gateway.local_launch import LocalLaunchServer
+from gateway.tenants import hash_key
+from tests.conftest import StackFactory
+from tests.e2e.redis_server import RedisServer
+from tests.e2e.test_tools import ROOT
+
+SCRIPT = str(Path(sys.executable).parent / "launch-gateway")
+TEAM_KEY = "gw-key-redis-team-0123456789"
+LAUNCH_KEY = "launch-key-of-the-redis-team"
+HANDLE_SECRET = "handle-secret-0123456789abcdef"
+BEARER = (("authorization", f"Bearer {TEAM_KEY}"),)
+REQUEST = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
+SECRETS = {"TEAM_LAUNCH_KEY": LAUNCH_KEY, "LAUNCH_GATEWAY_HANDLE_SECRETS": HANDLE_SECRET}
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    # tmp_path_factory, not tmp_path: a unix socket path must stay under ~100 characters
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def team(rate: dict[str, Any]) -> dict[str, Any]:
+    """One tenant, known by TEAM_KEY, calling `echo` with its own Launch key at `rate`."""
+    return {
+        "team": {
+            "api_key_hashes": [hash_key(TEAM_KEY)],
+            "endpoints": ["echo"],
+            "upstream": "service",
+            "upstream_key_env": "TEAM_LAUNCH_KEY",
+            "rate": rate,
+        }
+    }
+
+
+def retry_delay(error: grpc.aio.AioRpcError) -> float:
+    """The google.rpc.RetryInfo delay of a refused call, in seconds; fails if there is none."""
+    status = rpc_status.from_call(error)
+    assert status is not None, error
+    retry = error_details_pb2.RetryInfo()
+    assert any(detail.Unpack(retry) for detail in status.details), status
+    return retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
+
+
+def inherited_env() -> dict[str, str]:
+    """This process's environment without gateway settings, which would override the test's config file."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LAUNCH_GATEWAY_")}
+
+
+async def predict(stub: pb_grpc.EndpointServiceStub) -> tuple[dict[str, str], grpc.aio.AioRpcError | None]:
+    """One Predict of `echo`: its initial metadata, and its error if it failed."""
+    call = stub.Predict(REQUEST, metadata=BEARER, timeout=10)
+    try:
+        reply = await call
+    except grpc.aio.AioRpcError as exc:
+        return {}, exc
+    assert reply.response.status == pb.TASK_STATUS_SUCCESS
+    return {k: str(v) for k, v in (await call.initial_metadata() or ())}, None
+
+
+async def predict_many(address: str, calls: int) -> list[tuple[dict[str, str], grpc.aio.AioRpcError | None]]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.EndpointServiceStub(channel)
+        return await asyncio.gather(*(predict(stub) for _ in range(calls)))
+
+
+async def start_serve(
+    config: Path, upstream: str, env: dict[str, str], stderr: Path
+) -> tuple[asyncio.subprocess.Process, str]:
+    """`launch-gateway serve` as a process; its address from the first line it prints."""
+    with stderr.open("wb") as err:  # a file, not a pipe: nobody has to drain it
+        process = await asyncio.create_subprocess_exec(
+            *(SCRIPT, "serve", "--config", str(config), "--upstream", upstream, "--port", "0"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+            cwd=ROOT,
+            env=env,
+        )
+    assert process.stdout is not None
+    try:
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+    except TimeoutError:
+        line = ""
+    if not line.startswith("launch-gateway listening on 127.0.0.1:"):
+        process.kill()
+        await process.wait()
+        pytest.fail(f"serve did not start ({line!r}):\n{await asyncio.to_thread(stderr.read_text)}")
+    return process, line.split()[3]
+
+
+async def test_two_gateway_processes_share_one_redis_bucket(tmp_path: Path, redis_server: RedisServer) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        "[server]\nport = 0\n"
+        '[limits]\nbackend = "redis"\n'
+        "[tenants.team]\n"
+        f'api_key_hashes = ["{hash_key(TEAM_KEY)}"]\n'
+        'endpoints = ["echo"]\n'
+        'upstream = "service"\n'
+        'upstream_key_env = "TEAM_LAUNCH_KEY"\n'
+        "rate = {per_second = 0.001, burst = 5}\n"
+    )
+    env = {**inherited_env(), **SECRETS, "LAUNCH_GATEWAY_REDIS_URL": redis_server.url}
+    processes: list[asyncio.subprocess.Process] = []
+    async with LocalLaunchServer(api_keys=[LAUNCH_KEY]) as launch:
+        try:
+            addresses = []
+            for i in range(2):
+                process, address = await start_serve(config, launch.url, env, tmp_path / f"gateway-{i}.log")
+                processes.append(process)
+                addresses.append(address)
+            per_gateway = await asyncio.gather(*(predict_many(address, 12) for address in addresses))
+
+            outcomes = [outcome for results in per_gateway for outcome in results]
+            allowed = [headers for headers, error in outcomes if error is None]
+            refused = [error for _, error in outcomes if error is not None]
+            assert len(allowed) == 5, [e.details() for e in refused]  # one shared burst, never one per gateway
+            assert {headers["ratelimit-limit"] for headers in allowed} == {"5"}
+            assert sorted(headers["ratelimit-remaining"] for headers in allowed) == ["0", "1", "2", "3", "4"]
+            assert len(refused) == 19
+            for error in refused:
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                assert "rate limit exceeded for tenant 'team'" in (error.details() or "")
+                assert retry_delay(error) > 900  # a token every 1000 s
+                assert "retry-after" in dict(error.trailing_metadata() or ())
+            sync_tasks = [r for r in launch.records if r.path == "/v1/sync-tasks"]
+            assert [r.api_key for r in sync_tasks] == [LAUNCH_KEY] * 5  # refused calls never went upstream
+
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for i, process in enumerate(processes):
+                code = await asyncio.wait_for(process.wait(), 30)
+                assert code == 0, (tmp_path / f"gateway-{i}.log").read_text()
+        finally:
+            for process in processes:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+
+
+@pytest.mark.parametrize("fail_open", [pytest.param(True, id="fail-open"), pytest.param(False, id="fail-closed")])
+async def test_redis_outage_follows_the_policy_and_warns_once(
+    make_stack: StackFactory, redis_server: RedisServer, caplog: pytest.LogCaptureFixture, fail_open: bool
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
+    stack = await make_stack(
+        api_keys=[LAUNCH_KEY],
+        settings={
+            "limits": {"backend": "redis", "fail_open": fail_open},
+            "tenants": team({"per_second": 0.01, "burst": 50}),
+        },
+        gateway_env={**SECRETS, "LAUNCH_GATEWAY_REDIS_URL": redis_server.url},
+    )
+    for remaining in ("49", "48", "47"):
+        headers, error = await predict(stack.stub)
+        assert error is None, error
+        assert headers["ratelimit-limit"] == "50"
+        assert headers["ratelimit-remaining"] == remaining
+        assert int(headers["ratelimit-reset"]) > 0
+
+    redis_server.kill()
+    outcomes = await asyncio.gather(*(predict(stack.stub) for _ in range(20)))  # all meet the outage at once
+
+    if fail_open:
+        assert [error for _, error in outcomes] == [None] * 20
+        assert {headers["ratelimit-limit"] for headers, _ in outcomes} == {"50"}
+    else:
+        for _, error in outcomes:
+            assert error is not None
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+            assert retry_delay(error) > 0
+            assert "retry-after" in dict(error.trailing_metadata() or ())
+    sync_tasks = [r for r in stack.launch.records if r.path == "/v1/sync-tasks"]
+    assert len(sync_tasks) == (23 if fail_open else 3)
+    warnings = [r for r in caplog.records if r.name.startswith("gateway") and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert message.startswith(f"rate-limit Redis at {redis_server.url} failed")
+    assert ("failing open" if fail_open else "failing closed") in message
