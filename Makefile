@@ -31,7 +31,7 @@ examples/node/node_modules/.installed: examples/node/package.json examples/node/
 
 node-deps: node_modules/.installed examples/node/node_modules/.installed
 
-## system-deps: Debian packages the tests drive (redis-server); installed only when missing
+## system-deps: Debian packages the tests drive (redis-server, promtool, h2load); installed only when missing
 system-deps:
 	@./.ci/system-deps
 

@@ -11,7 +11,8 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import ConfigError, Settings, load_settings, setting_names
+from gateway.logs import configure_logging
 
 
 def run(main: Coroutine[Any, Any, int]) -> int:
@@ -39,13 +40,16 @@ async def until_signalled(stop: Callable[[], Awaitable[None]]) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    overrides = {
-        "upstream.url": args.upstream,
-        "upstream.auth": args.upstream_auth,
-        "server.host": args.host,
-        "server.port": args.port,
-    }
+    """The config file, then LAUNCH_GATEWAY_* variables, then flags (`--<setting> VALUE` or a short alias)."""
+    overrides = {name: getattr(args, _dest(name)) for name in setting_names()}
+    aliases = {"upstream.url": args.upstream, "upstream.auth": args.upstream_auth, "server.host": args.host}
+    aliases["server.port"] = args.port
+    overrides.update({k: v for k, v in aliases.items() if v is not None})
     return load_settings(args.config, env=os.environ, overrides=overrides)
+
+
+def _dest(name: str) -> str:
+    return "set_" + name.replace(".", "_")
 
 
 async def serve(settings: Settings, config_path: str | None) -> int:
@@ -55,7 +59,8 @@ async def serve(settings: Settings, config_path: str | None) -> int:
     await gateway.start()
     tenants = len(settings.tenants)
     who = f"{tenants} tenants" if tenants else "open mode"
-    print(f"launch-gateway listening on {gateway.address} -> {settings.upstream.url} ({who})", flush=True)
+    metrics = f"; metrics on {gateway.ops.url}/metrics" if gateway.ops else ""
+    print(f"launch-gateway listening on {gateway.address} -> {settings.upstream.url} ({who}){metrics}", flush=True)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, gateway.reload)
     try:
@@ -94,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_cmd.add_argument("--host", help="address to listen on (server.host)")
     serve_cmd.add_argument("--port", type=int, help="port to listen on, 0 for any (server.port)")
+    every = serve_cmd.add_argument_group(
+        "every setting", "each setting as a flag; the README's table says what it does"
+    )
+    for name in setting_names():
+        every.add_argument(f"--{name}", dest=_dest(name), metavar="VALUE")
 
     local_cmd = commands.add_parser("local-launch", help="run the Launch-compatible local server")
     local_cmd.add_argument("--host", default="127.0.0.1")
@@ -159,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
-            return run(serve(settings_from(args), args.config))
+            settings = settings_from(args)
+            configure_logging(settings.log.level, settings.log.format)
+            return run(serve(settings, args.config))
         if args.command == "local-launch":
             return run(local_launch(args))
         if args.command == "demo":

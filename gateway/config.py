@@ -35,6 +35,12 @@ class ServerSettings:
     tls_cert_file: str = ""  # PEM; with tls_key_file, the server speaks TLS
     tls_key_file: str = ""
     tls_client_ca_file: str = ""  # PEM CA bundle; client certificates are then required (mTLS)
+    keepalive_time: float = 7200.0  # seconds between server pings on an idle connection (gRPC default)
+    keepalive_timeout: float = 20.0  # seconds to wait for a ping's answer before closing
+    keepalive_min_ping_interval: float = 300.0  # clients pinging more often get GOAWAY too_many_pings
+    keepalive_permit_without_calls: bool = False  # allow client pings on connections without calls
+    max_connection_age: float = 0.0  # seconds; >0 sends GOAWAY after it, so clients rebalance (0: never)
+    max_connection_age_grace: float = 30.0  # seconds calls get to finish after that GOAWAY
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,26 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """The HTTP port with /metrics, /healthz and /readyz."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9090  # 0 picks a free one
+    endpoints: tuple[str, ...] = ()  # endpoint names that get their own label (besides tenants' exact names)
+    readiness_interval: float = 5.0  # seconds between background checks that the upstream answers
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Logging: level, JSON or human lines, and the one-line-per-RPC access log."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "human"] = "json"
+    access: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings; one section per concern. `tenants` come from `[tenants.<name>]` tables."""
 
@@ -102,6 +128,8 @@ class Settings:
     poll: PollSettings = field(default_factory=PollSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    log: LogSettings = field(default_factory=LogSettings)
     tenants: tuple[Tenant, ...] = ()
 
 
@@ -137,6 +165,12 @@ def _coerce(name: str, hint: Any, value: Any, problems: list[str]) -> Any:
         if value not in choices:
             problems.append(f"{name}: must be one of {', '.join(map(str, choices))}, not {value!r}")
         return value
+    if origin is tuple:
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+            problems.append(f"{name}: must be a list of strings, not {value!r}")
+            return ()
+        return tuple(items)
     if hint is bool:
         if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
             return value.lower() in {"1", "true", "yes", "on"}
@@ -159,8 +193,12 @@ def _coerce(name: str, hint: Any, value: Any, problems: list[str]) -> Any:
 
 def _check(settings: Settings, problems: list[str]) -> None:
     """Rules between values that types alone do not catch."""
-    if not 0 <= settings.server.port <= 65535:
-        problems.append(f"server.port: must be within 0..65535, not {settings.server.port}")
+    for name, port in (("server.port", settings.server.port), ("metrics.port", settings.metrics.port)):
+        if not 0 <= port <= 65535:
+            problems.append(f"{name}: must be within 0..65535, not {port}")
+    for name in ("keepalive_min_ping_interval", "max_connection_age", "max_connection_age_grace"):
+        if getattr(settings.server, name) < 0:
+            problems.append(f"server.{name}: must not be negative")
     if not settings.upstream.url.startswith(("http://", "https://")):
         problems.append(f"upstream.url: must start with http:// or https://, not {settings.upstream.url!r}")
     positive = {
@@ -176,6 +214,9 @@ def _check(settings: Settings, problems: list[str]) -> None:
         "server.max_receive_message_bytes": settings.server.max_receive_message_bytes,
         "server.max_send_message_bytes": settings.server.max_send_message_bytes,
         "auth.reload_interval": settings.auth.reload_interval,
+        "metrics.readiness_interval": settings.metrics.readiness_interval,
+        "server.keepalive_time": settings.server.keepalive_time,
+        "server.keepalive_timeout": settings.server.keepalive_timeout,
         "poll.initial": settings.poll.initial,
         "poll.max": settings.poll.max,
     }

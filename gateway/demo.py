@@ -61,12 +61,14 @@ async def run_calls(stub: pb_grpc.EndpointServiceAsyncStub) -> None:
 
 async def demo(once: bool = False) -> int:
     async with LocalLaunchServer() as launch:
-        settings = build_settings({"upstream": {"url": launch.url}, "server": {"port": 0}})
+        settings = build_settings({"upstream": {"url": launch.url}, "server": {"port": 0}, "metrics": {"port": 0}})
         gateway = GatewayServer(settings, env={})
         await gateway.start()
         try:
             print(f"local Launch server: {launch.url}", flush=True)
             print(f"gateway (gRPC):      {gateway.address}", flush=True)
+            if gateway.ops is not None:
+                print(f"metrics and probes:  {gateway.ops.url}/metrics /healthz /readyz", flush=True)
             async with grpc.aio.insecure_channel(gateway.address) as channel:
                 await run_calls(pb_grpc.EndpointServiceStub(channel))
             if not once:

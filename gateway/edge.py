@@ -32,6 +32,7 @@ from gateway.errors import Code, GatewayError, InvalidArgument, Unauthenticated
 from gateway.handles import TaskHandles, parse_secrets
 from gateway.metadata import Metadata, presented_api_key
 from gateway.ratelimit import Decision, RateLimiter
+from gateway.telemetry import Telemetry
 from gateway.tenants import Tenant, TenantDirectory
 
 log = logging.getLogger("gateway")
@@ -134,9 +135,10 @@ def rate_headers(decision: Decision) -> tuple[tuple[str, str], ...]:
 class Gate:
     """Identifies, authorizes and limits each RPC (see the module docstring)."""
 
-    def __init__(self, limiter: RateLimiter, concurrency: ConcurrencyLimiter) -> None:
+    def __init__(self, limiter: RateLimiter, concurrency: ConcurrencyLimiter, telemetry: Telemetry) -> None:
         self._limiter = limiter
         self._concurrency = concurrency
+        self._telemetry = telemetry
 
     def identify(self, edge: Edge, metadata: Metadata | None, subjects: Sequence[str]) -> Caller:
         key = presented_api_key(metadata)
@@ -154,7 +156,9 @@ class Gate:
             tenant = edge.tenants.by_subjects(subjects)
         if tenant is None:
             if key is None:
+                self._telemetry.auth_failure("missing_key")
                 raise Unauthenticated("authorization: missing API key; send 'authorization: Bearer <key>'")
+            self._telemetry.auth_failure("unknown_key")
             raise Unauthenticated("authorization: unknown API key")
         if tenant.upstream == "service":
             return Caller(tenant, credential_for_key(edge.service_keys.get(tenant.name)))
@@ -162,9 +166,9 @@ class Gate:
             raise Unauthenticated("authorization: this tenant forwards its Launch API key; send it as a Bearer token")
         return Caller(tenant, credential_for_key(key))
 
-    @staticmethod
-    def authorize(caller: Caller, endpoint: str) -> None:
+    def authorize(self, caller: Caller, endpoint: str) -> None:
         if caller.tenant is not None and not caller.tenant.may_call(endpoint):
+            self._telemetry.auth_failure("endpoint_denied")
             raise PermissionDenied(f"endpoint {endpoint!r} is not allowed for tenant {caller.tenant.name!r}")
 
     async def limit(self, caller: Caller, endpoint: str | None, kind: Kind) -> Admission:
@@ -181,6 +185,12 @@ class Gate:
         tightest: Decision | None = None
         for key, rate in checks:
             decision = await self._limiter.check(key, rate)
+            result = (
+                ("allowed" if decision.allowed else "limited")
+                if not decision.degraded
+                else ("failed_open" if decision.allowed else "failed_closed")
+            )
+            self._telemetry.rate_decision(tenant.name, result)
             if not decision.allowed and decision.degraded:
                 raise LimitExceeded(
                     "the rate limiter is unavailable and the gateway fails closed; retry later",

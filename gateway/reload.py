@@ -9,7 +9,7 @@ keep the Edge they started with.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from gateway.clock import Clock
@@ -22,8 +22,15 @@ log = logging.getLogger("gateway")
 class EdgeSource:
     """Holds the current Edge; call it to get the Edge for a new RPC."""
 
-    def __init__(self, settings: Settings, env: Mapping[str, str], path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        env: Mapping[str, str],
+        path: str | Path | None = None,
+        on_reload: Callable[[bool], None] | None = None,
+    ) -> None:
         self._env = env
+        self._on_reload = on_reload
         self._path = Path(path) if path is not None else None
         self._stamp = self._file_stamp()
         self._edge = load_edge(settings, env)
@@ -51,10 +58,14 @@ class EdgeSource:
             edge = load_edge(load_settings(self._path, env=self._env), self._env)
         except ConfigError as exc:
             self.failed_reloads += 1
+            if self._on_reload:
+                self._on_reload(False)
             log.error("config reload refused, keeping the running configuration: %s", exc)
             return False
         self._edge = edge
         self.reloads += 1
+        if self._on_reload:
+            self._on_reload(True)
         log.info("config reloaded from %s: %d tenants", self._path, len(edge.tenants.tenants))
         return True
 

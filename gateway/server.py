@@ -23,15 +23,20 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+from gateway.boundary import Drain
 from gateway.clock import Clock, SystemClock
 from gateway.concurrency import ConcurrencyLimiter
 from gateway.config import Settings
+from gateway.credentials import credential_for_key
 from gateway.edge import Gate
 from gateway.endpoints import EndpointDirectory
+from gateway.metrics import MethodInfo, Metrics
+from gateway.ops import OpsServer, Readiness
 from gateway.ratelimit import MemoryRateLimiter, RateLimiter
 from gateway.redis_ratelimit import RedisRateLimiter
 from gateway.reload import EdgeSource
 from gateway.service import EndpointService
+from gateway.telemetry import Telemetry
 from gateway.upstream import LaunchAPI
 from gateway.waits import TaskWaits
 
@@ -46,6 +51,38 @@ def rate_limiter(settings: Settings, env: Mapping[str, str], clock: Clock) -> Ra
         return MemoryRateLimiter(clock)
     # load_edge has checked that the variable is set.
     return RedisRateLimiter.from_url(env[limits.redis_url_env], prefix=limits.redis_prefix, fail_open=limits.fail_open)
+
+
+def service_methods() -> list[MethodInfo]:
+    """Every RPC of EndpointService, for metrics created up front."""
+    service = pb.DESCRIPTOR.services_by_name["EndpointService"]
+    return [
+        MethodInfo(service.full_name, m.name, "server_stream" if m.server_streaming else "unary")
+        for m in service.methods
+    ]
+
+
+def endpoint_labels(settings: Settings) -> set[str]:
+    """Endpoint names that get their own metrics label: the listed ones and tenants' exact names."""
+    exact = {name for t in settings.tenants for name in t.endpoints if not any(c in name for c in "*?[")}
+    return exact | set(settings.metrics.endpoints)
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """grpc-core options: message sizes, keepalive, connection age (so clients rebalance)."""
+    s = settings.server
+    options = [
+        ("grpc.max_receive_message_length", s.max_receive_message_bytes),
+        ("grpc.max_send_message_length", s.max_send_message_bytes),
+        ("grpc.keepalive_time_ms", int(s.keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", int(s.keepalive_timeout * 1000)),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(s.keepalive_min_ping_interval * 1000)),
+        ("grpc.keepalive_permit_without_calls", int(s.keepalive_permit_without_calls)),
+    ]
+    if s.max_connection_age > 0:
+        options.append(("grpc.max_connection_age_ms", int(s.max_connection_age * 1000)))
+        options.append(("grpc.max_connection_age_grace_ms", int(s.max_connection_age_grace * 1000)))
+    return options
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -78,7 +115,9 @@ class GatewayServer:
         self.settings = settings
         self._env = dict(env or {})
         self._clock = clock or SystemClock()
-        self.edges = EdgeSource(settings, self._env, config_path)
+        self.metrics = Metrics(service_methods())
+        self.telemetry = Telemetry(self.metrics, endpoint_labels(settings), access_log=settings.log.access)
+        self.edges = EdgeSource(settings, self._env, config_path, on_reload=self._count_reload)
         upstream_ssl = (
             ssl.create_default_context(cafile=settings.upstream.ca_file) if settings.upstream.ca_file else None
         )
@@ -87,12 +126,26 @@ class GatewayServer:
             max_connections=settings.upstream.max_connections,
             connect_timeout=settings.upstream.connect_timeout,
             ssl_context=upstream_ssl,
+            observe=self.telemetry.upstream_response,
         )
-        self.directory = EndpointDirectory(self.api, self._clock, settings.upstream.endpoint_cache_ttl)
-        self.waits = TaskWaits(self._clock, settings.poll)
+        self.directory = EndpointDirectory(
+            self.api, self._clock, settings.upstream.endpoint_cache_ttl, on_lookup=self.telemetry.endpoint_lookup
+        )
+        self.waits = TaskWaits(self._clock, settings.poll, on_poll=self.telemetry.wait_poll)
         self.limiter = rate_limiter(settings, self._env, self._clock)
         self.concurrency = ConcurrencyLimiter()
+        self.drain = Drain()
         self.health = HealthServicer()
+        probe_key = credential_for_key(self._env.get(settings.upstream.api_key_env)).authorization
+        self.readiness = Readiness(
+            lambda: self.api.probe(settings.upstream.connect_timeout, probe_key),
+            self.health,
+            (SERVICE_NAME, ""),
+            self._clock,
+            settings.metrics.readiness_interval,
+        )
+        m = settings.metrics
+        self.ops = OpsServer(self.metrics.registry, self.readiness, m.host, m.port) if m.enabled else None
         self._server: grpc.aio.Server | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.port = 0
@@ -102,11 +155,18 @@ class GatewayServer:
         """`host:port` to dial, valid after `start()`."""
         return f"{self.settings.server.host}:{self.port}"
 
+    def _count_reload(self, ok: bool) -> None:
+        self.metrics.config_reloads.labels("ok" if ok else "refused").inc()
+
     def reload(self) -> bool:
         """Reload the tenant configuration (SIGHUP)."""
         return self.edges.reload()
 
     async def start(self) -> None:
+        """Open the upstream session, listen, and start readiness checks, metrics and config watching.
+
+        If any step fails, what was started is stopped again before the error propagates.
+        """
         settings = self.settings
         if self.edges().tenants.open:
             log.warning(
@@ -114,42 +174,61 @@ class GatewayServer:
                 "and without limits. Configure [tenants.<name>] for anything but local use."
             )
         await self.api.start()
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", settings.server.max_receive_message_bytes),
-                ("grpc.max_send_message_length", settings.server.max_send_message_bytes),
-            ]
-        )
-        gate = Gate(self.limiter, self.concurrency)
-        service = EndpointService(settings, self.api, gate, self.edges, self.directory, self.waits)
-        pb_grpc.add_EndpointServiceServicer_to_server(service, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        if settings.server.reflection:
-            health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-            reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
-        address = f"{settings.server.host}:{settings.server.port}"
-        credentials = server_credentials(settings)
-        self.port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-        if self.port == 0:
+        server = grpc.aio.server(options=server_options(settings))
+        try:
+            gate = Gate(self.limiter, self.concurrency, self.telemetry)
+            service = EndpointService(
+                settings, self.api, gate, self.edges, self.directory, self.waits, self.telemetry, self.drain
+            )
+            pb_grpc.add_EndpointServiceServicer_to_server(service, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            if settings.server.reflection:
+                health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+                reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
+            address = f"{settings.server.host}:{settings.server.port}"
+            credentials = server_credentials(settings)
+            if credentials is not None:
+                self.port = server.add_secure_port(address, credentials)
+            else:
+                self.port = server.add_insecure_port(address)
+            if self.port == 0:
+                raise OSError(f"cannot listen on {address}")
+            await server.start()
+            self._server = server
+            await self.readiness.start()
+            if self.ops is not None:
+                await self.ops.start()
+        except BaseException:
+            self._server = None
+            await server.stop(0)
+            await self.readiness.stop()
             await self.api.close()
-            raise OSError(f"cannot listen on {address}")
-        await server.start()
-        self._server = server
-        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+            raise
         self._watcher = asyncio.create_task(self.edges.watch(self._clock, settings.auth.reload_interval))
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, give calls in flight `grace` seconds (default: the setting), then close."""
         if self._server is None:
             return
-        await self.health.enter_graceful_shutdown()
+        await self.readiness.drain()
         server, self._server = self._server, None
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        await server.stop(self.settings.server.grace_period if grace is None else grace)
+        grace = self.settings.server.grace_period if grace is None else grace
+        # New calls are refused with UNAVAILABLE from here on; unary calls in flight get the grace
+        # period, and open streams end with UNAVAILABLE a little before it runs out, so that every
+        # call gets a status. Then the server stops, cutting only what still has not finished.
+        self.drain.draining = True
+        margin = min(1.0, grace / 4)
+        await self.drain.wait_until_idle(max(grace - margin, 0.0), streams=False)
+        self.drain.end_streams()
+        await self.drain.wait_until_idle(margin)
+        await server.stop(margin)
+        await self.readiness.stop()
+        if self.ops is not None:
+            await self.ops.stop()
         await self.waits.close()
         await self.api.close()
         await self.limiter.close()

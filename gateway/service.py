@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ import grpc
 
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from gateway.boundary import stream_boundary, unary_boundary
+from gateway.boundary import Drain, stream_boundary, unary_boundary
 from gateway.concurrency import Kind
 from gateway.config import Settings
 from gateway.credentials import Credential
@@ -34,6 +35,7 @@ from gateway.errors import (
 )
 from gateway.handles import TaskRef
 from gateway.metadata import passed_through_headers
+from gateway.telemetry import Telemetry, current_call
 from gateway.translate import kind_name, to_endpoint_response, to_upstream_body
 from gateway.upstream import LaunchAPI, UpstreamCall
 from gateway.waits import TaskWaits
@@ -85,7 +87,11 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         edges: Callable[[], Edge],
         directory: EndpointDirectory,
         waits: TaskWaits,
+        telemetry: Telemetry,
+        drain: Drain,
     ) -> None:
+        self.telemetry = telemetry
+        self.drain = drain
         self._timeouts = settings.timeouts
         self._api = api
         self._gate = gate
@@ -121,7 +127,10 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         """
         edge = self._edges()
         metadata = context.invocation_metadata()
+        record = current_call()
         caller = self._gate.identify(edge, metadata, peer_subjects(context))
+        if record is not None:
+            record.tenant = caller.name
         task = None
         if task_id is not None:
             if not task_id:
@@ -133,15 +142,21 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         elif not endpoint:
             raise InvalidArgument("endpoint_name", "must not be empty")
         if endpoint:
+            if record is not None:
+                record.endpoint = self.telemetry.endpoint_label(endpoint)
             self._gate.authorize(caller, endpoint)
         admission = await self._gate.limit(caller, endpoint, kind)
         try:
-            if admission.headers:
+            headers = dict(passed_through_headers(metadata))
+            if record is not None:
+                headers["x-request-id"] = record.request_id
+                await context.send_initial_metadata((("x-request-id", record.request_id), *admission.headers))
+            elif admission.headers:
                 await context.send_initial_metadata(admission.headers)
             call = UpstreamCall(
                 authorization=caller.credential.authorization,
                 timeout=self._budget(context, default_timeout),
-                headers=passed_through_headers(metadata),
+                headers=headers,
             )
             yield Scope(edge, caller, call, task)
         finally:
@@ -235,6 +250,8 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             wait = min(wait, remaining - self._timeouts.deadline_margin)
         async with self._admit(context, "wait", self._timeouts.poll, task_id=request.task_id) as scope:
             assert scope.task is not None
+            self.telemetry.metrics.waits.inc()
+            started = time.perf_counter()
             # The shared loop outlives any one waiter, so its polls get the poll timeout, not ours.
             poll_call = UpstreamCall(scope.call.authorization, self._timeouts.poll, scope.call.headers)
             upstream_id = scope.task.upstream_id
@@ -243,6 +260,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                 lambda: self._poll(request.task_id, upstream_id, poll_call),
                 wait,
             )
+            self.telemetry.metrics.wait_seconds.observe(time.perf_counter() - started)
         return pb.WaitAsyncTaskResponse(response=response)
 
     @stream_boundary
@@ -250,6 +268,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         self, request: pb.StreamPredictRequest, context: Context
     ) -> AsyncIterator[pb.StreamPredictResponse]:
         name = request.endpoint_name
+        started = time.perf_counter()
         async with self._admit(context, "stream", self._timeouts.stream_idle, endpoint=name) as scope:
 
             async def open_stream(endpoint: pb.Endpoint) -> tuple[AsyncGenerator[bytes, None], bytes | None]:
@@ -263,11 +282,17 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                     raise
 
             events, first = await self._on_endpoint("StreamPredict", name, _STREAM_KINDS, scope, open_stream)
+            label = self.telemetry.endpoint_label(name)
+            metrics = self.telemetry.metrics
             try:
                 if first is None:
                     return
+                metrics.first_event.labels(label).observe(time.perf_counter() - started)
+                events_counter = metrics.stream_events.labels(label)
+                events_counter.inc()
                 yield _stream_message(first)
                 async for data in events:
+                    events_counter.inc()
                     yield _stream_message(data)
             finally:
                 await events.aclose()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import ssl
-from collections.abc import AsyncGenerator, Iterator, Mapping
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -27,6 +28,7 @@ from gateway.errors import (
 )
 from gateway.sse import EventTooLarge, SSEParser
 
+PROBE_NAME = "launch-gateway-readiness-probe"  # the endpoint name readiness probes look up
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _SSE_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
@@ -68,6 +70,16 @@ def _transport_errors(method: str, route: str, timeout: float) -> Iterator[None]
         raise UpstreamUnavailable(f"{where}: {type(exc).__name__}: {exc}") from None
 
 
+@dataclass
+class _Outcome:
+    status: int | None = None
+    started: float = field(default_factory=time.perf_counter)
+    reported: bool = False
+
+
+Observer = Callable[[str, str, float], None]  # (route template, HTTP status or "error", seconds)
+
+
 class LaunchAPI:
     """The routes of the Launch API the gateway uses (launch-http-api.md §1)."""
 
@@ -78,7 +90,9 @@ class LaunchAPI:
         max_connections: int = 256,
         connect_timeout: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
+        observe: Observer | None = None,
     ) -> None:
+        self._observe = observe
         self._base = base_url.rstrip("/")
         self._max_connections = max_connections
         self._connect_timeout = connect_timeout
@@ -111,6 +125,19 @@ class LaunchAPI:
         connect = self._connect_timeout if total is None else min(self._connect_timeout, total)
         return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=sock_read)
 
+    @contextlib.contextmanager
+    def _exchange(self, method: str, route: str, template: str, timeout: float) -> Iterator[_Outcome]:
+        """One request: errors mapped, and its status and latency reported to the observer."""
+        outcome = _Outcome()
+        started = time.perf_counter()
+        try:
+            with _transport_errors(method, route, timeout):
+                yield outcome
+        finally:
+            if self._observe is not None and not outcome.reported:
+                status = str(outcome.status) if outcome.status is not None else "error"
+                self._observe(template, status, time.perf_counter() - started)
+
     async def _json(
         self,
         method: str,
@@ -119,8 +146,9 @@ class LaunchAPI:
         *,
         params: Mapping[str, str],
         body: bytes | None = None,
+        template: str | None = None,
     ) -> Any:
-        with _transport_errors(method, route, call.timeout):
+        with self._exchange(method, route, template or route, call.timeout) as outcome:
             async with self.session.request(
                 method,
                 self._base + route,
@@ -130,6 +158,7 @@ class LaunchAPI:
                 timeout=self._timeout(call.timeout),
             ) as response:
                 raw = await response.read()
+                outcome.status = response.status
                 if response.status >= 300:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     raise error_from_http(method, route, response.status, raw, retry_after)
@@ -137,6 +166,20 @@ class LaunchAPI:
             return json.loads(raw)
         except ValueError as exc:
             raise UpstreamProtocolError(f"upstream {method} {route} answered invalid JSON: {exc}") from None
+
+    async def probe(self, within: float, authorization: str | None = None) -> bool:
+        """Whether the upstream answers HTTP at all (below 500): readiness, not correctness."""
+        try:
+            async with self.session.get(
+                self._base + "/v1/model-endpoints",
+                params={"name": PROBE_NAME},
+                headers={"Authorization": authorization} if authorization else None,
+                timeout=self._timeout(within),
+            ) as response:
+                await response.read()
+                return response.status < 500
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False
 
     async def find_endpoint(self, name: str, call: UpstreamCall) -> Mapping[str, Any] | None:
         """The record of the endpoint called `name`, or None (Launch answers an empty list)."""
@@ -167,7 +210,8 @@ class LaunchAPI:
     async def get_task(self, task_id: str, call: UpstreamCall) -> Any:
         """`GET /v1/async-tasks/{task_id}`: the task's state."""
         # Quoted so that any id stays one path segment.
-        return await self._json("GET", f"/v1/async-tasks/{quote(task_id, safe='')}", call, params={})
+        route = f"/v1/async-tasks/{quote(task_id, safe='')}"
+        return await self._json("GET", route, call, params={}, template="/v1/async-tasks/{task_id}")
 
     async def stream(self, endpoint_id: str, body: bytes, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
         """`POST /v1/streaming-tasks`: each event's `data`, the moment its blank line arrives.
@@ -176,7 +220,7 @@ class LaunchAPI:
         that ends inside an event was cut off and raises UNAVAILABLE after the complete events.
         """
         route = "/v1/streaming-tasks"
-        with _transport_errors("POST", route, call.timeout):
+        with self._exchange("POST", route, route, call.timeout) as outcome:
             async with self.session.post(
                 self._base + route,
                 params={"model_endpoint_id": endpoint_id},
@@ -184,6 +228,10 @@ class LaunchAPI:
                 headers=call.request_headers(_SSE_HEADERS),
                 timeout=self._timeout(None, sock_read=call.timeout),
             ) as response:
+                outcome.status = response.status
+                if self._observe is not None:  # a stream's latency is the time to its headers
+                    self._observe(route, str(response.status), time.perf_counter() - outcome.started)
+                    outcome.reported = True
                 if response.status >= 300:
                     raw = await response.read()
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))

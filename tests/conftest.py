@@ -14,8 +14,9 @@ from aiohttp import web
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from gateway.clock import Clock
 from gateway.config import build_settings
-from gateway.local_launch import EndpointSpec, LocalLaunchServer, builtin_endpoints
+from gateway.local_launch import EndpointSpec, LocalLaunchServer, RequestRecord, builtin_endpoints
 from gateway.server import GatewayServer
+from gateway.upstream import PROBE_NAME
 
 
 @dataclass
@@ -29,6 +30,11 @@ class Stack:
 
 
 StackFactory = Callable[..., Awaitable[Stack]]
+
+
+def upstream_calls(launch: LocalLaunchServer) -> list[RequestRecord]:
+    """What callers caused upstream: every request but the gateway's readiness probes."""
+    return [r for r in launch.records if r.query.get("name") != PROBE_NAME]
 
 
 @pytest.fixture
@@ -56,7 +62,7 @@ async def make_stack() -> AsyncIterator[StackFactory]:
         )
         await launch.start()
         cleanup.push_async_callback(launch.stop)
-        values: dict[str, Any] = {"server": {"port": 0}, "upstream": {"url": launch.url}}
+        values: dict[str, Any] = {"server": {"port": 0}, "metrics": {"port": 0}, "upstream": {"url": launch.url}}
         for section, table in (settings or {}).items():
             values[section] = {**values.get(section, {}), **table}
         env = {"LAUNCH_API_KEY": upstream_key} if upstream_key else {}

@@ -149,8 +149,8 @@ def outage_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging
 @pytest.mark.parametrize(
     ("fail_open", "expected"),
     [
-        pytest.param(True, Decision(True, 4, 4, 0.0, 0.0), id="fail-open-allows"),
-        pytest.param(False, Decision(False, 4, 0, 1.0, 1.0), id="fail-closed-refuses"),
+        pytest.param(True, Decision(True, 4, 4, 0.0, 0.0, degraded=True), id="fail-open-allows"),
+        pytest.param(False, Decision(False, 4, 0, 1.0, 1.0, degraded=True), id="fail-closed-refuses"),
     ],
 )
 async def test_outage_uses_the_policy_and_logs_once_each_way(

@@ -21,7 +21,7 @@ SCRIPT = str(Path(sys.executable).parent / "launch-gateway")
 
 async def test_serve_listens_answers_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
-    config.write_text("[server]\nport = 0\n[poll]\ninitial = 0.02\n")
+    config.write_text("[server]\nport = 0\n[metrics]\nport = 0\n[poll]\ninitial = 0.02\n")
     async with LocalLaunchServer(api_keys=["k-1"]) as launch:
         process = await asyncio.create_subprocess_exec(
             SCRIPT,

@@ -115,7 +115,7 @@ async def start_serve(
 async def test_two_gateway_processes_share_one_redis_bucket(tmp_path: Path, redis_server: RedisServer) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text(
-        "[server]\nport = 0\n"
+        "[server]\nport = 0\n[metrics]\nport = 0\n"
         '[limits]\nbackend = "redis"\n'
         "[tenants.team]\n"
         f'api_key_hashes = ["{hash_key(TEAM_KEY)}"]\n'

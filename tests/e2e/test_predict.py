@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from tests.conftest import RawUpstream, Stack, StackFactory
+from tests.conftest import RawUpstream, Stack, StackFactory, upstream_calls
 
 
 def predict_request(endpoint: str, **args: object) -> pb.PredictRequest:
@@ -140,7 +140,7 @@ async def test_get_endpoint_describes_id_kind_and_status(stack: Stack) -> None:
 async def test_endpoint_lookups_are_cached(stack: Stack) -> None:
     for _ in range(5):
         await stack.stub.Predict(predict_request("echo", a=1), timeout=10)
-    lookups = [r for r in stack.launch.records if r.path == "/v1/model-endpoints"]
+    lookups = [r for r in upstream_calls(stack.launch) if r.path == "/v1/model-endpoints"]
     assert len(lookups) == 1
 
 

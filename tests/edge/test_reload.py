@@ -28,6 +28,8 @@ def config_text(key: str, extra: str = "") -> str:
     return f"""
 [server]
 port = 0
+[metrics]
+port = 0
 [auth]
 reload_interval = 3600.0
 [tenants.team-a]

@@ -1,0 +1,151 @@
+"""Prometheus metrics: the grpc-ecosystem server metrics, and the gateway's own.
+
+The `grpc_server_*` families have go-grpc-prometheus's names and labels, so dashboards built for Go
+and Java gRPC servers work unchanged; unlike py-grpc-prometheus they count server-streaming RPCs
+too, as handled (with their duration) when the stream ends, however it ends. Every method's series
+exist from the start (all codes at zero), as `InitializeMetrics` does.
+
+Labels stay bounded: an endpoint label only for endpoint names the config lists (any other name is
+`other`), a tenant label only for configured tenants (`open` in open mode), routes as templates.
+Never a task id, key or URL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.errors import Code
+
+# go-grpc-prometheus prints codes as Go's codes.Code String(): "OK", "NotFound", ...
+GRPC_CODE_NAMES = {
+    code: "".join(part.capitalize() for part in code.name.split("_")) if code is not Code.OK else "OK" for code in Code
+}
+GRPC_CODE_NAMES[Code.CANCELLED] = "Canceled"  # Go's spelling, which the dashboards use
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+OTHER = "other"
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    service: str
+    method: str
+    grpc_type: str  # unary | server_stream
+
+
+class Metrics:
+    """All of the gateway's metric families, in one registry (one per server, so tests can run many)."""
+
+    def __init__(self, methods: Iterable[MethodInfo], registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        grpc_labels = ("grpc_type", "grpc_service", "grpc_method")
+        self.started = Counter("grpc_server_started_total", "RPCs started on the server.", grpc_labels, registry=r)
+        self.handled = Counter(
+            "grpc_server_handled_total", "RPCs completed on the server, whatever their status.",
+            (*grpc_labels, "grpc_code"), registry=r,
+        )  # fmt: skip
+        self.handling = Histogram(
+            "grpc_server_handling_seconds", "Time from an RPC's start to its status, streams included.",
+            grpc_labels, buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.received = Counter(
+            "grpc_server_msg_received_total", "RPC stream messages received on the server.", grpc_labels, registry=r
+        )
+        self.sent = Counter(
+            "grpc_server_msg_sent_total", "gRPC stream messages sent by the server.", grpc_labels, registry=r
+        )
+
+        self.upstream_requests = Counter(
+            "gateway_upstream_requests_total", "Requests to the Launch API by route and HTTP status (or error).",
+            ("route", "status"), registry=r,
+        )  # fmt: skip
+        self.upstream_seconds = Histogram(
+            "gateway_upstream_request_duration_seconds", "Launch API request latency by route.",
+            ("route",), buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.first_event = Histogram(
+            "gateway_stream_first_event_seconds", "Time from a StreamPredict's start to its first event.",
+            ("endpoint",), buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.stream_events = Counter(
+            "gateway_stream_events_total", "Server-sent events relayed to callers.", ("endpoint",), registry=r
+        )
+        self.inflight = Gauge("gateway_inflight_calls", "Calls in flight by kind.", ("kind",), registry=r)
+        self.waits = Counter("gateway_async_waits_total", "WaitAsyncTask calls.", registry=r)
+        self.wait_seconds = Histogram(
+            "gateway_async_wait_seconds", "How long WaitAsyncTask calls waited.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.wait_polls = Counter(
+            "gateway_async_wait_polls_total", "Upstream task polls made by the shared WaitAsyncTask loops.", registry=r
+        )
+        self.cache = Counter(
+            "gateway_endpoint_cache_total", "Endpoint name lookups by result (hit or miss).", ("result",), registry=r
+        )
+        self.ratelimit = Counter(
+            "gateway_ratelimit_decisions_total", "Rate-limit decisions by tenant and result.",
+            ("tenant", "result"), registry=r,
+        )  # fmt: skip
+        self.auth_failures = Counter(
+            "gateway_auth_failures_total", "Refused callers by reason.", ("reason",), registry=r
+        )
+        self.config_reloads = Counter(
+            "gateway_config_reloads_total", "Config reloads by result.", ("result",), registry=r
+        )
+        self._methods = {m.method: m for m in methods}
+        self._initialize()
+
+    def _initialize(self) -> None:
+        for m in self._methods.values():
+            labels = (m.grpc_type, m.service, m.method)
+            self.started.labels(*labels)
+            self.handling.labels(*labels)
+            self.received.labels(*labels)
+            self.sent.labels(*labels)
+            for name in GRPC_CODE_NAMES.values():
+                self.handled.labels(*labels, name)
+        for kind in ("unary", "stream", "wait"):
+            self.inflight.labels(kind)
+        for result in ("hit", "miss"):
+            self.cache.labels(result)
+        for reason in ("missing_key", "unknown_key", "endpoint_denied"):
+            self.auth_failures.labels(reason)
+        for result in ("ok", "refused"):
+            self.config_reloads.labels(result)
+
+    def rpc(self, method: str, kind: str) -> RpcMeter:
+        """Start measuring one RPC of `method`."""
+        info = self._methods[method]
+        labels = (info.grpc_type, info.service, info.method)
+        self.started.labels(*labels).inc()
+        self.received.labels(*labels).inc()  # unary and server-streaming requests are one message
+        self.inflight.labels(kind).inc()
+        return RpcMeter(self, labels, kind)
+
+
+@dataclass
+class RpcMeter:
+    """One RPC's measurements; `finish` records its status exactly once."""
+
+    metrics: Metrics
+    labels: tuple[str, str, str]
+    kind: str
+    start: float = field(default_factory=time.perf_counter)
+    done: bool = False
+
+    def sent(self) -> None:
+        self.metrics.sent.labels(*self.labels).inc()
+
+    def finish(self, code: Code) -> float:
+        """Record the status; returns the RPC's duration in seconds."""
+        elapsed = time.perf_counter() - self.start
+        if not self.done:
+            self.done = True
+            self.metrics.handled.labels(*self.labels, GRPC_CODE_NAMES[code]).inc()
+            self.metrics.handling.labels(*self.labels).observe(elapsed)
+            self.metrics.inflight.labels(self.kind).dec()
+        return elapsed

@@ -1,0 +1,61 @@
+"""One structured line per RPC, and a request id that follows the call across both hops."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import grpc
+import pytest
+
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from gateway.logs import JsonFormatter
+from tests.conftest import Stack
+
+ECHO = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    formatter = JsonFormatter()
+    return [json.loads(formatter.format(r)) for r in caplog.records if r.name == "gateway.access"]
+
+
+async def test_each_rpc_logs_one_json_line(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    await stack.stub.Predict(ECHO, timeout=10, metadata=(("x-request-id", "req-42"),))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stack.stub.Predict(pb.PredictRequest(endpoint_name="missing", request=ECHO.request), timeout=10)
+    ok, missing = access_lines(caplog)
+    assert {k: ok[k] for k in ("message", "method", "grpc_code", "upstream_status", "request_id", "tenant")} == {
+        "message": "rpc",
+        "method": "Predict",
+        "grpc_code": "OK",
+        "upstream_status": "200",
+        "request_id": "req-42",
+        "tenant": "",
+    }
+    assert ok["endpoint"] == "other"  # not a configured name: bounded like the metrics label
+    assert isinstance(ok["duration_ms"], float)
+    assert missing["grpc_code"] == "NotFound"
+    assert len(str(missing["request_id"])) == 32  # generated
+
+
+async def test_request_id_is_returned_and_sent_upstream(stack: Stack) -> None:
+    call = stack.stub.Predict(ECHO, timeout=10, metadata=(("x-request-id", "req-7"),))
+    await call
+    assert dict(await call.initial_metadata() or ())["x-request-id"] == "req-7"
+    record = await stack.launch.wait_for_record(lambda r: r.path == "/v1/sync-tasks")
+    assert record.headers["x-request-id"] == "req-7"
+    generated = stack.stub.Predict(ECHO, timeout=10)
+    await generated
+    new_id = dict(await generated.initial_metadata() or ())["x-request-id"]
+    assert len(new_id) == 32
+    assert stack.launch.records[-1].headers["x-request-id"] == new_id
+
+
+async def test_errors_carry_the_request_id_in_trailers(stack: Stack) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.Predict(
+            pb.PredictRequest(endpoint_name="", request=ECHO.request), timeout=10, metadata=(("x-request-id", "r-9"),)
+        )
+    assert dict(caught.value.trailing_metadata() or ())["x-request-id"] == "r-9"
