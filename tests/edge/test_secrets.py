@@ -1,4 +1,4 @@
-"""Secrets (API keys, Launch keys, callback passwords and keys, handle secrets) never reach logs or errors."""
+"""Secrets (API keys, Launch keys, callback passwords and keys, handle secrets) never reach logs, metrics or errors."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import StackFactory
+from tests.ops.conftest import http_get
 from tests.edge.conftest import ENV, HANDLE_SECRET, KEY_A, KEY_B, LAUNCH_KEY_A, bearer, tenants
 
 CALLBACK_PASSWORD = "callback-password-secret-42"
@@ -64,6 +65,8 @@ async def test_no_secret_reaches_logs_or_error_messages(
     echo = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
     await stack.stub.Predict(echo, timeout=10, metadata=bearer(KEY_A))
     assert len(errors) >= 8
-    seen = "\n".join([caplog.text, *errors, repr(stack.gateway.edges()), repr(stack.gateway.settings)])
+    _, scrape = await http_get(stack, "/metrics")
+    assert "gateway_auth_failures_total" in scrape
+    seen = "\n".join([caplog.text, scrape, *errors, repr(stack.gateway.edges()), repr(stack.gateway.settings)])
     for secret in SECRETS:
         assert secret not in seen
