@@ -56,6 +56,12 @@ class UpstreamSettings:
     max_connections: int = 256  # pooled keep-alive connections to the upstream
     connect_timeout: float = 5.0
     ca_file: str = ""  # PEM bundle to verify the upstream's TLS certificate; default: the system's
+    max_body_bytes: int = 16 * 1024 * 1024  # larger upstream answers are refused (RESOURCE_EXHAUSTED)
+    retry_attempts: int = 3  # per request, where repeating is safe (see the README's failure semantics)
+    retry_base: float = 0.025  # seconds: jittered exponential backoff from here...
+    retry_cap: float = 0.25  # ...up to here
+    breaker_failures: int = 5  # consecutive upstream failures that open the circuit (0: no breaker)
+    breaker_cooldown: float = 5.0  # seconds the circuit stays open before one probe call
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,8 @@ def _check(settings: Settings, problems: list[str]) -> None:
         "upstream.endpoint_cache_ttl": settings.upstream.endpoint_cache_ttl,
         "upstream.max_connections": settings.upstream.max_connections,
         "upstream.connect_timeout": settings.upstream.connect_timeout,
+        "upstream.max_body_bytes": settings.upstream.max_body_bytes,
+        "upstream.retry_attempts": settings.upstream.retry_attempts,
         "timeouts.sync": settings.timeouts.sync,
         "timeouts.submit": settings.timeouts.submit,
         "timeouts.poll": settings.timeouts.poll,
@@ -221,6 +229,9 @@ def _check(settings: Settings, problems: list[str]) -> None:
         "poll.max": settings.poll.max,
     }
     problems.extend(f"{k}: must be greater than 0, not {v}" for k, v in positive.items() if v <= 0)
+    for name in ("retry_base", "retry_cap", "breaker_failures", "breaker_cooldown"):
+        if getattr(settings.upstream, name) < 0:
+            problems.append(f"upstream.{name}: must not be negative")
     if settings.timeouts.deadline_margin < 0:
         problems.append("timeouts.deadline_margin: must not be negative")
     if settings.poll.multiplier < 1:

@@ -10,7 +10,9 @@ that escapes a handler is a bug and becomes INTERNAL there.
     ├── WrongEndpointKind           FAILED_PRECONDITION: the RPC does not fit the endpoint's kind
     ├── Unauthenticated             UNAUTHENTICATED: no credential, or one the upstream refused
     ├── UpstreamUnavailable         UNAVAILABLE: the upstream could not be reached or is down
+    │   └── ConnectFailed           no connection: the request was never sent, so any call may retry
     ├── UpstreamTimeout             DEADLINE_EXCEEDED: the upstream did not answer in time
+    ├── UpstreamTooLarge            RESOURCE_EXHAUSTED: the upstream's answer is past upstream.max_body_bytes
     └── UpstreamProtocolError       INTERNAL: the upstream answered something we cannot read
 
 This module is pure: it imports neither grpc nor aiohttp. `Code` mirrors grpc.StatusCode by
@@ -101,8 +103,16 @@ class UpstreamUnavailable(GatewayError):
     code = Code.UNAVAILABLE
 
 
+class ConnectFailed(UpstreamUnavailable):
+    """The connection could not be made: nothing reached the upstream."""
+
+
 class UpstreamTimeout(GatewayError):
     code = Code.DEADLINE_EXCEEDED
+
+
+class UpstreamTooLarge(GatewayError):
+    code = Code.RESOURCE_EXHAUSTED
 
 
 class UpstreamProtocolError(GatewayError):

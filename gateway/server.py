@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from gateway.boundary import Drain
+from gateway.breaker import CircuitBreaker
 from gateway.clock import Clock, SystemClock
 from gateway.concurrency import ConcurrencyLimiter
 from gateway.config import Settings
@@ -37,7 +38,7 @@ from gateway.redis_ratelimit import RedisRateLimiter
 from gateway.reload import EdgeSource
 from gateway.service import EndpointService
 from gateway.telemetry import Telemetry
-from gateway.upstream import LaunchAPI
+from gateway.upstream import LaunchAPI, RetryPolicy
 from gateway.waits import TaskWaits
 
 log = logging.getLogger("gateway")
@@ -118,15 +119,18 @@ class GatewayServer:
         self.metrics = Metrics(service_methods())
         self.telemetry = Telemetry(self.metrics, endpoint_labels(settings), access_log=settings.log.access)
         self.edges = EdgeSource(settings, self._env, config_path, on_reload=self._count_reload)
-        upstream_ssl = (
-            ssl.create_default_context(cafile=settings.upstream.ca_file) if settings.upstream.ca_file else None
-        )
+        up = settings.upstream
+        upstream_ssl = ssl.create_default_context(cafile=up.ca_file) if up.ca_file else None
         self.api = LaunchAPI(
             settings.upstream.url,
             max_connections=settings.upstream.max_connections,
             connect_timeout=settings.upstream.connect_timeout,
             ssl_context=upstream_ssl,
             observe=self.telemetry.upstream_response,
+            retry=RetryPolicy(up.retry_attempts, up.retry_base, up.retry_cap),
+            breaker=CircuitBreaker(self._clock.now, up.breaker_failures, up.breaker_cooldown),
+            max_body_bytes=up.max_body_bytes,
+            clock=self._clock,
         )
         self.directory = EndpointDirectory(
             self.api, self._clock, settings.upstream.endpoint_cache_ttl, on_lookup=self.telemetry.endpoint_lookup
@@ -144,6 +148,7 @@ class GatewayServer:
             self._clock,
             settings.metrics.readiness_interval,
         )
+        self.readiness.add_condition("circuit", self.api.breaker.not_ready_reason)
         m = settings.metrics
         self.ops = OpsServer(self.metrics.registry, self.readiness, m.host, m.port) if m.enabled else None
         self._server: grpc.aio.Server | None = None

@@ -3,12 +3,19 @@
 Methods take bodies already encoded (`translate`) and return parsed JSON; every failure leaves as
 a `GatewayError`. aiohttp's exceptions are mapped to ours in exactly one place
 (`_transport_errors`), and non-2xx answers through the one HTTP table in `errors`.
+
+Retries happen only where repeating is safe: lookups and task polls (GETs) are retried on
+connection failures and 502/503/504; the task routes (POSTs) only when the connection could not be
+made at all, so nothing was sent and no task can be submitted twice. Backoff is jittered
+exponential (Envoy's 25 ms base, 250 ms cap) and every retry fits inside the call's time budget.
+A circuit breaker (`gateway.breaker`) sees every attempt's outcome.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import random
 import ssl
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
@@ -18,10 +25,14 @@ from urllib.parse import quote
 
 import aiohttp
 
+from gateway.breaker import CircuitBreaker
+from gateway.clock import Clock, SystemClock
 from gateway.errors import (
+    ConnectFailed,
     GatewayError,
     UpstreamProtocolError,
     UpstreamTimeout,
+    UpstreamTooLarge,
     UpstreamUnavailable,
     error_from_http,
     parse_retry_after,
@@ -59,7 +70,7 @@ def _transport_errors(method: str, route: str, timeout: float) -> Iterator[None]
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(f"{where}: no answer within {timeout:.3g} s") from None
     except aiohttp.ClientConnectorError as exc:
-        raise UpstreamUnavailable(f"{where}: cannot connect ({exc.os_error.strerror or exc})") from None
+        raise ConnectFailed(f"{where}: cannot connect ({exc.os_error.strerror or exc})") from None
     except aiohttp.ClientPayloadError:
         raise UpstreamUnavailable(f"{where}: the response was cut off") from None
     except aiohttp.ServerDisconnectedError:
@@ -73,11 +84,42 @@ def _transport_errors(method: str, route: str, timeout: float) -> Iterator[None]
 @dataclass
 class _Outcome:
     status: int | None = None
-    started: float = field(default_factory=time.perf_counter)
-    reported: bool = False
 
 
 Observer = Callable[[str, str, float], None]  # (route template, HTTP status or "error", seconds)
+
+RETRIED_STATUSES = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempts per request (1: no retries) and the jittered exponential backoff between them."""
+
+    attempts: int = 3
+    base: float = 0.025
+    cap: float = 0.25
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+        return rng.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+def may_retry(error: GatewayError, idempotent: bool) -> bool:
+    """Whether repeating the request is safe and may help."""
+    if isinstance(error, ConnectFailed):
+        return True  # nothing was sent
+    if not idempotent:
+        return False
+    if error.http_status is not None:
+        return error.http_status in RETRIED_STATUSES
+    return isinstance(error, UpstreamUnavailable)  # the connection broke: a GET can be asked again
+
+
+def is_upstream_failure(error: GatewayError) -> bool:
+    """What the circuit breaker counts: the upstream unreachable or saying it is unavailable."""
+    if error.http_status is not None:
+        return error.http_status in RETRIED_STATUSES
+    return isinstance(error, UpstreamUnavailable)
 
 
 class LaunchAPI:
@@ -91,8 +133,18 @@ class LaunchAPI:
         connect_timeout: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
         observe: Observer | None = None,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        max_body_bytes: int = 16 * 1024 * 1024,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._observe = observe
+        self._retry = retry or RetryPolicy()
+        self._clock = clock or SystemClock()
+        self.breaker = breaker or CircuitBreaker(self._clock.now)
+        self._max_body = max_body_bytes
+        self._rng = rng or random.Random()
         self._base = base_url.rstrip("/")
         self._max_connections = max_connections
         self._connect_timeout = connect_timeout
@@ -134,9 +186,25 @@ class LaunchAPI:
             with _transport_errors(method, route, timeout):
                 yield outcome
         finally:
-            if self._observe is not None and not outcome.reported:
+            if self._observe is not None:
                 status = str(outcome.status) if outcome.status is not None else "error"
                 self._observe(template, status, time.perf_counter() - started)
+
+    async def _read(self, response: aiohttp.ClientResponse, where: str) -> bytes:
+        """The body, refused past `max_body_bytes` without reading the rest."""
+        length = response.content_length
+        if length is not None and length <= self._max_body:
+            return await response.read()
+        chunks, size = [], 0
+        if length is None or length <= self._max_body:
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > self._max_body:
+                    break
+                chunks.append(chunk)
+            else:
+                return b"".join(chunks)
+        raise UpstreamTooLarge(f"{where} answered more than upstream.max_body_bytes ({self._max_body} bytes)")
 
     async def _json(
         self,
@@ -147,25 +215,67 @@ class LaunchAPI:
         params: Mapping[str, str],
         body: bytes | None = None,
         template: str | None = None,
+        idempotent: bool = False,
     ) -> Any:
-        with self._exchange(method, route, template or route, call.timeout) as outcome:
+        """One JSON request, retried as `may_retry` allows within `call.timeout` in all."""
+        deadline = self._clock.now() + call.timeout
+        attempt = 0
+        while True:
+            self.breaker.before_call()
+            budget = deadline - self._clock.now()
+            try:
+                result = await self._json_once(method, route, call, budget, params, body, template or route)
+            except GatewayError as exc:
+                if is_upstream_failure(exc):
+                    self.breaker.failed()
+                else:
+                    self.breaker.succeeded()
+                attempt += 1
+                pause = self._retry.delay(attempt, self._rng)
+                if attempt >= self._retry.attempts or not may_retry(exc, idempotent):
+                    raise
+                if deadline - self._clock.now() <= pause:
+                    raise
+                await self._clock.sleep(pause)
+                continue
+            except BaseException:
+                self.breaker.abandoned()
+                raise
+            self.breaker.succeeded()
+            return result
+
+    async def _json_once(
+        self,
+        method: str,
+        route: str,
+        call: UpstreamCall,
+        budget: float,
+        params: Mapping[str, str],
+        body: bytes | None,
+        template: str,
+    ) -> Any:
+        if budget <= 0:
+            raise UpstreamTimeout(f"upstream {method} {route}: no time left for another attempt")
+        where = f"upstream {method} {route}"
+        with self._exchange(method, route, template, budget) as outcome:
             async with self.session.request(
                 method,
                 self._base + route,
                 params=params,
                 data=body,
                 headers=call.request_headers(_JSON_HEADERS),
-                timeout=self._timeout(call.timeout),
+                timeout=self._timeout(budget),
             ) as response:
-                raw = await response.read()
                 outcome.status = response.status
+                raw = await self._read(response, where)
                 if response.status >= 300:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     raise error_from_http(method, route, response.status, raw, retry_after)
+                content_type = response.content_type
         try:
             return json.loads(raw)
         except ValueError as exc:
-            raise UpstreamProtocolError(f"upstream {method} {route} answered invalid JSON: {exc}") from None
+            raise UpstreamProtocolError(f"{where} answered invalid JSON ({content_type}): {exc}") from None
 
     async def probe(self, within: float, authorization: str | None = None) -> bool:
         """Whether the upstream answers HTTP at all (below 500): readiness, not correctness."""
@@ -183,7 +293,7 @@ class LaunchAPI:
 
     async def find_endpoint(self, name: str, call: UpstreamCall) -> Mapping[str, Any] | None:
         """The record of the endpoint called `name`, or None (Launch answers an empty list)."""
-        payload = await self._json("GET", "/v1/model-endpoints", call, params={"name": name})
+        payload = await self._json("GET", "/v1/model-endpoints", call, params={"name": name}, idempotent=True)
         endpoints = payload.get("model_endpoints") if isinstance(payload, dict) else None
         if not isinstance(endpoints, list):
             raise UpstreamProtocolError("upstream GET /v1/model-endpoints answered without a model_endpoints list")
@@ -211,7 +321,8 @@ class LaunchAPI:
         """`GET /v1/async-tasks/{task_id}`: the task's state."""
         # Quoted so that any id stays one path segment.
         route = f"/v1/async-tasks/{quote(task_id, safe='')}"
-        return await self._json("GET", route, call, params={}, template="/v1/async-tasks/{task_id}")
+        template = "/v1/async-tasks/{task_id}"
+        return await self._json("GET", route, call, params={}, template=template, idempotent=True)
 
     async def stream(self, endpoint_id: str, body: bytes, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
         """`POST /v1/streaming-tasks`: each event's `data`, the moment its blank line arrives.
@@ -220,22 +331,26 @@ class LaunchAPI:
         that ends inside an event was cut off and raises UNAVAILABLE after the complete events.
         """
         route = "/v1/streaming-tasks"
-        with self._exchange("POST", route, route, call.timeout) as outcome:
-            async with self.session.post(
-                self._base + route,
-                params={"model_endpoint_id": endpoint_id},
-                data=body,
-                headers=call.request_headers(_SSE_HEADERS),
-                timeout=self._timeout(None, sock_read=call.timeout),
-            ) as response:
-                outcome.status = response.status
-                if self._observe is not None:  # a stream's latency is the time to its headers
-                    self._observe(route, str(response.status), time.perf_counter() - outcome.started)
-                    outcome.reported = True
-                if response.status >= 300:
-                    raw = await response.read()
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    raise error_from_http("POST", route, response.status, raw, retry_after)
+        for attempt in range(1, self._retry.attempts + 1):
+            self.breaker.before_call()
+            try:
+                response = await self._open_stream(route, endpoint_id, body, call)
+            except GatewayError as exc:
+                if is_upstream_failure(exc):
+                    self.breaker.failed()
+                else:
+                    self.breaker.succeeded()
+                if attempt >= self._retry.attempts or not isinstance(exc, ConnectFailed):
+                    raise
+                await self._clock.sleep(self._retry.delay(attempt, self._rng))
+                continue
+            except BaseException:
+                self.breaker.abandoned()
+                raise
+            self.breaker.succeeded()
+            break
+        with _transport_errors("POST", route, call.timeout):
+            async with response:
                 if response.content_type != "text/event-stream":
                     raise UpstreamProtocolError(
                         f"upstream POST {route} answered {response.content_type or 'no content type'}, "
@@ -252,3 +367,23 @@ class LaunchAPI:
                     raise UpstreamTimeout(f"upstream POST {route}: no event for {call.timeout:.3g} s") from None
                 if parser.pending:
                     raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated mid-event")
+
+    async def _open_stream(
+        self, route: str, endpoint_id: str, body: bytes, call: UpstreamCall
+    ) -> aiohttp.ClientResponse:
+        """POST the stream request and wait for its headers; non-2xx answers become errors here."""
+        with self._exchange("POST", route, route, call.timeout) as outcome:
+            response = await self.session.post(
+                self._base + route,
+                params={"model_endpoint_id": endpoint_id},
+                data=body,
+                headers=call.request_headers(_SSE_HEADERS),
+                timeout=self._timeout(None, sock_read=call.timeout),
+            )
+            outcome.status = response.status
+            if response.status >= 300:
+                async with response:
+                    raw = await self._read(response, f"upstream POST {route}")
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                raise error_from_http("POST", route, response.status, raw, retry_after)
+            return response

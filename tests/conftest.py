@@ -91,7 +91,7 @@ async def raw_upstream() -> AsyncIterator[RawUpstream]:
     async def serve(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> str:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", handler)
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)  # leaving cancels a handler
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -102,6 +102,12 @@ async def raw_upstream() -> AsyncIterator[RawUpstream]:
     yield serve
     for runner in runners:
         await runner.cleanup()
+
+
+async def collect(call: AsyncIterator[Any], into: list[Any]) -> None:
+    """Read a server stream into `into`; a failure still leaves the messages that came before it."""
+    async for message in call:
+        into.append(message)
 
 
 @pytest.fixture

@@ -1,0 +1,164 @@
+"""How the gateway answers a failing upstream: retries where safe, the breaker, bad bodies, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+import grpc
+import pytest
+from aiohttp import web
+
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from tests.conftest import RawUpstream, StackFactory, collect
+from tests.ops.conftest import http_get
+
+ENDPOINT = {"id": "end_1", "name": "echo", "endpoint_type": "sync", "status": "READY"}
+ASYNC = {"id": "end_2", "name": "later", "endpoint_type": "async", "status": "READY"}
+ECHO = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
+SUBMIT = pb.SubmitAsyncRequest(endpoint_name="later", request=pb.EndpointRequest(args_json="{}"))
+
+
+class Script:
+    """An upstream whose answers per route come from a list (the last one repeats); it counts hits."""
+
+    def __init__(self, **routes: list[web.StreamResponse | str]) -> None:
+        self.routes = routes
+        self.hits: Counter[str] = Counter()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.query.get("name") == "launch-gateway-readiness-probe":
+            return web.json_response({"model_endpoints": []})
+        key = request.path.strip("/").replace("/", "_").replace("-", "_")
+        if key.startswith("v1_async_tasks_"):
+            key = "v1_async_task"
+        self.hits[key] += 1
+        if key == "v1_model_endpoints" and key not in self.routes:
+            name = request.query.get("name")
+            return web.json_response({"model_endpoints": [e for e in (ENDPOINT, ASYNC) if e["name"] == name]})
+        answers = self.routes[key]
+        answer = answers[min(self.hits[key] - 1, len(answers) - 1)]
+        if isinstance(answer, str):
+            return web.Response(text=answer, status=200)
+        assert isinstance(answer, web.Response)  # a fresh copy: a response object can be sent only once
+        return web.Response(body=answer.body, status=answer.status, content_type=answer.content_type)
+
+
+def ok(body: object) -> web.Response:
+    return web.json_response(body)
+
+
+def status(code: int, body: str = '{"detail": "down"}') -> web.Response:
+    return web.Response(status=code, text=body, content_type="application/json")
+
+
+SUCCESS = {"status": "SUCCESS", "result": {"result": "1"}, "traceback": None, "status_code": 200}
+
+
+async def test_polls_are_retried_on_503_and_succeed(make_stack: StackFactory, raw_upstream: RawUpstream) -> None:
+    script = Script(v1_async_task=[status(503), status(502), ok({"task_id": "t", **SUCCESS})])
+    stack = await make_stack(settings={"upstream": {"url": await raw_upstream(script.handle)}})
+    reply = await stack.stub.GetAsyncTask(pb.GetAsyncTaskRequest(task_id="t"), timeout=10)
+    assert reply.response.status == pb.TASK_STATUS_SUCCESS
+    assert script.hits["v1_async_task"] == 3
+
+
+async def test_submit_is_not_retried_after_the_request_was_sent(
+    make_stack: StackFactory, raw_upstream: RawUpstream
+) -> None:
+    script = Script(v1_async_tasks=[status(503), ok({"task_id": "t"})])
+    stack = await make_stack(settings={"upstream": {"url": await raw_upstream(script.handle)}})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.SubmitAsync(SUBMIT, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert script.hits["v1_async_tasks"] == 1  # never submitted twice
+
+
+async def test_predict_is_retried_when_the_connection_could_not_be_made(make_stack: StackFactory) -> None:
+    stack = await make_stack(settings={"upstream": {"url": "http://127.0.0.1:9", "retry_attempts": 3}})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.Predict(ECHO, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    _, text = await http_get(stack, "/metrics")
+    # The lookup (a GET) was tried three times, each attempt observed as a transport error.
+    assert 'gateway_upstream_requests_total{route="/v1/model-endpoints",status="error"} 3.0' in text
+
+
+async def test_the_breaker_opens_fails_fast_and_readiness_reports_it(
+    make_stack: StackFactory, raw_upstream: RawUpstream
+) -> None:
+    script = Script(v1_sync_tasks=[status(503)])
+    url = await raw_upstream(script.handle)
+    stack = await make_stack(settings={"upstream": {"url": url, "breaker_failures": 3, "breaker_cooldown": 60}})
+    for _ in range(3):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stack.stub.Predict(ECHO, timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.Predict(ECHO, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "circuit open after 3 consecutive failures" in (caught.value.details() or "")
+    assert script.hits["v1_sync_tasks"] == 3  # the fourth call never left the gateway
+    ready = await http_get(stack, "/readyz")
+    assert ready[0] == 503
+    assert "upstream: circuit open" in ready[1]
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "message"),
+    [
+        (
+            web.Response(text="<html>oops</html>", content_type="text/html"),
+            grpc.StatusCode.INTERNAL,
+            "invalid JSON (text/html)",
+        ),
+        (web.Response(text="not json", content_type="application/json"), grpc.StatusCode.INTERNAL, "invalid JSON"),
+        (ok({"result": 1}), grpc.StatusCode.INTERNAL, "has no status"),
+        (ok([1, 2]), grpc.StatusCode.INTERNAL, "is a JSON list, not an object"),
+        (ok({"status": "SUCCESS", "result": "x" * 2048}), grpc.StatusCode.RESOURCE_EXHAUSTED, "max_body_bytes"),
+        (status(418), grpc.StatusCode.FAILED_PRECONDITION, "answered HTTP 418"),
+    ],
+    ids=["html", "bad-json", "missing-status", "not-an-object", "too-large", "odd-status"],
+)
+async def test_bad_upstream_output_gets_a_precise_status(
+    make_stack: StackFactory, raw_upstream: RawUpstream, answer: web.Response, code: grpc.StatusCode, message: str
+) -> None:
+    script = Script(v1_sync_tasks=[answer])
+    url = await raw_upstream(script.handle)
+    stack = await make_stack(settings={"upstream": {"url": url, "max_body_bytes": 1024}})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.Predict(ECHO, timeout=10)
+    assert caught.value.code() == code
+    assert message in (caught.value.details() or "")
+
+
+async def test_unknown_upstream_status_strings_are_undefined(
+    make_stack: StackFactory, raw_upstream: RawUpstream
+) -> None:
+    script = Script(v1_async_task=[ok({"task_id": "t", "status": "REVOKED"})])
+    stack = await make_stack(settings={"upstream": {"url": await raw_upstream(script.handle)}})
+    reply = await stack.stub.GetAsyncTask(pb.GetAsyncTaskRequest(task_id="t"), timeout=10)
+    assert reply.response.status == pb.TASK_STATUS_UNDEFINED
+
+
+async def test_a_quiet_stream_ends_with_deadline_exceeded(make_stack: StackFactory, raw_upstream: RawUpstream) -> None:
+    async def quiet(request: web.Request) -> web.StreamResponse:
+        if request.path == "/v1/model-endpoints":
+            record = {"id": "s", "name": "quiet", "endpoint_type": "streaming", "status": "READY"}
+            return web.json_response({"model_endpoints": [record]})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"status": "SUCCESS", "result": {"result": 1}}\r\n\r\n')
+        await asyncio.sleep(30)
+        return response
+
+    stack = await make_stack(
+        settings={"upstream": {"url": await raw_upstream(quiet)}, "timeouts": {"stream_idle": 0.3}}
+    )
+    request = pb.StreamPredictRequest(endpoint_name="quiet", request=pb.EndpointRequest(args_json="{}"))
+    received: list[pb.StreamPredictResponse] = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(stack.stub.StreamPredict(request, timeout=10), received)
+    assert [json.loads(m.response.result) for m in received] == [1]
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "no event for 0.3 s" in (caught.value.details() or "")
