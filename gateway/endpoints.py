@@ -21,6 +21,12 @@ from gateway.upstream import LaunchAPI, UpstreamCall
 CacheKey = tuple[str, str]  # (credential scope, endpoint name)
 
 
+@dataclass
+class _Lookup:
+    future: asyncio.Future[pb.Endpoint]
+    waiters: int = 0
+
+
 @dataclass(frozen=True)
 class _Entry:
     endpoint: pb.Endpoint
@@ -41,7 +47,7 @@ class EndpointDirectory:
         self._clock = clock
         self._ttl = ttl
         self._entries: dict[CacheKey, _Entry] = {}
-        self._inflight: dict[CacheKey, asyncio.Future[pb.Endpoint]] = {}
+        self._inflight: dict[CacheKey, _Lookup] = {}
         self._on_lookup = on_lookup  # called with True on a cache hit, False on a miss
 
     async def resolve(self, name: str, call: UpstreamCall, scope: str = "") -> pb.Endpoint:
@@ -54,13 +60,19 @@ class EndpointDirectory:
             return entry.endpoint
         if self._on_lookup:
             self._on_lookup(False)
-        pending = self._inflight.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._lookup(key, call))
-            self._inflight[key] = pending
-            pending.add_done_callback(lambda _: self._inflight.pop(key, None))
-        # Shielded: one caller giving up must not cancel the lookup the others wait on.
-        return await asyncio.shield(pending)
+        lookup = self._inflight.get(key)
+        if lookup is None:
+            lookup = _Lookup(asyncio.ensure_future(self._lookup(key, call)))
+            self._inflight[key] = lookup
+            lookup.future.add_done_callback(lambda _: self._inflight.pop(key, None))
+        lookup.waiters += 1
+        try:
+            # Shielded: one caller giving up must not cancel the lookup the others wait on...
+            return await asyncio.shield(lookup.future)
+        finally:
+            lookup.waiters -= 1
+            if lookup.waiters == 0 and not lookup.future.done():
+                lookup.future.cancel()  # ...but when every caller has gone, the upstream request goes too
 
     async def _lookup(self, key: CacheKey, call: UpstreamCall) -> pb.Endpoint:
         record = await self._api.find_endpoint(key[1], call)

@@ -93,6 +93,12 @@ class Metrics:
         self.auth_failures = Counter(
             "gateway_auth_failures_total", "Refused callers by reason.", ("reason",), registry=r
         )
+        self.ready = Gauge(
+            "gateway_ready", "1 when the gateway is ready for traffic (as /readyz says), else 0.", registry=r
+        )
+        self.upstream_reachable = Gauge(
+            "gateway_upstream_reachable", "1 when the last background probe reached the upstream, else 0.", registry=r
+        )
         self.config_reloads = Counter(
             "gateway_config_reloads_total", "Config reloads by result.", ("result",), registry=r
         )
@@ -116,6 +122,12 @@ class Metrics:
             self.auth_failures.labels(reason)
         for result in ("ok", "refused"):
             self.config_reloads.labels(result)
+
+    def tenants(self, names: Iterable[str]) -> None:
+        """Create the per-tenant series up front (at start and after a reload)."""
+        for name in names:
+            for result in ("allowed", "limited", "failed_open", "failed_closed"):
+                self.ratelimit.labels(name, result)
 
     def rpc(self, method: str, kind: str) -> RpcMeter:
         """Start measuring one RPC of `method`."""

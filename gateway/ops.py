@@ -39,7 +39,9 @@ class Readiness:
         services: tuple[str, ...],
         clock: Clock,
         interval: float,
+        on_change: Callable[[bool, bool], None] | None = None,
     ) -> None:
+        self._on_change = on_change  # (ready, upstream reachable), after every check
         self._probe = probe
         self._health = health
         self._services = services
@@ -81,6 +83,8 @@ class Readiness:
         await self.publish()
 
     async def publish(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self.ready, self.upstream_reachable)
         if self.draining:
             return  # enter_graceful_shutdown has fixed NOT_SERVING for good
         status = SERVING if self.ready else NOT_SERVING
@@ -100,6 +104,8 @@ class Readiness:
         """Not ready from now on: NOT_SERVING everywhere, so balancers stop sending calls."""
         self.draining = True
         await self._health.enter_graceful_shutdown()
+        if self._on_change is not None:
+            self._on_change(False, self.upstream_reachable)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -119,6 +119,7 @@ class GatewayServer:
         self.metrics = Metrics(service_methods())
         self.telemetry = Telemetry(self.metrics, endpoint_labels(settings), access_log=settings.log.access)
         self.edges = EdgeSource(settings, self._env, config_path, on_reload=self._count_reload)
+        self.metrics.tenants(self.edges().tenants.tenants)
         up = settings.upstream
         upstream_ssl = ssl.create_default_context(cafile=up.ca_file) if up.ca_file else None
         self.api = LaunchAPI(
@@ -147,6 +148,7 @@ class GatewayServer:
             (SERVICE_NAME, ""),
             self._clock,
             settings.metrics.readiness_interval,
+            on_change=self._readiness_changed,
         )
         self.readiness.add_condition("circuit", self.api.breaker.not_ready_reason)
         m = settings.metrics
@@ -162,6 +164,12 @@ class GatewayServer:
 
     def _count_reload(self, ok: bool) -> None:
         self.metrics.config_reloads.labels("ok" if ok else "refused").inc()
+        if ok:
+            self.metrics.tenants(self.edges().tenants.tenants)
+
+    def _readiness_changed(self, ready: bool, reachable: bool) -> None:
+        self.metrics.ready.set(int(ready))
+        self.metrics.upstream_reachable.set(int(reachable))
 
     def reload(self) -> bool:
         """Reload the tenant configuration (SIGHUP)."""
@@ -198,6 +206,8 @@ class GatewayServer:
                 self.port = server.add_insecure_port(address)
             if self.port == 0:
                 raise OSError(f"cannot listen on {address}")
+            for name in (SERVICE_NAME, ""):  # not serving until the first readiness check says so
+                await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
             await server.start()
             self._server = server
             await self.readiness.start()

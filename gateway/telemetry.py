@@ -8,6 +8,7 @@ endpoint names not listed in the config count as `other`.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import uuid
@@ -44,7 +45,10 @@ class CallRecord:
     def finish(self, code: Code) -> None:
         seconds = self.meter.finish(code)
         if self.token is not None:
-            _current.reset(self.token)
+            # A stream's generator may be closed from another context (its task was cancelled):
+            # there the variable was never set, so there is nothing to reset.
+            with contextlib.suppress(ValueError):
+                _current.reset(self.token)
             self.token = None
         if self.telemetry.access_log and ACCESS.isEnabledFor(logging.INFO):
             ACCESS.info(
