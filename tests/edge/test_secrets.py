@@ -9,8 +9,8 @@ import pytest
 
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import StackFactory
-from tests.ops.conftest import http_get
 from tests.edge.conftest import ENV, HANDLE_SECRET, KEY_A, KEY_B, LAUNCH_KEY_A, bearer, tenants
+from tests.ops.conftest import http_get
 
 CALLBACK_PASSWORD = "callback-password-secret-42"
 MTLS_KEY = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LW10bHMta2V5\n-----END PRIVATE KEY-----"
