@@ -20,10 +20,11 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from gateway.errors import Code, GatewayError
+from gateway.errors import Code, GatewayError, InvalidArgument
 from gateway.metadata import metadata_value
 from gateway.telemetry import Telemetry
 
@@ -82,6 +83,30 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
 def _internal(handler_name: str, exc: BaseException) -> GatewayError:
     log.error("unexpected error in %s", handler_name, exc_info=exc)
     return GatewayError("internal error in the gateway", code=Code.INTERNAL)
+
+
+class Undecodable:
+    """A request whose bytes do not parse (corrupt wire format, invalid UTF-8 in a string).
+
+    The server's deserializers return this instead of raising, so the boundary can answer
+    INVALID_ARGUMENT rather than grpc's UNKNOWN "Unexpected DecodeError".
+    """
+
+    def __init__(self, message_type: str, reason: str) -> None:
+        self.error = InvalidArgument("request", f"not a valid {message_type} ({reason})")
+
+
+def tolerant_deserializer(message_class: type[Message]) -> Callable[[bytes], Any]:
+    """`message_class.FromString`, returning `Undecodable` instead of raising."""
+    name = message_class.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(name, str(exc).rsplit(": ", 1)[-1])
+
+    return parse
 
 
 class Drain:
@@ -162,6 +187,8 @@ def unary_boundary(handler: UnaryHandler[Svc, Req, Resp]) -> UnaryHandler[Svc, R
         try:
             if self.drain.draining:
                 raise SHUTTING_DOWN
+            if isinstance(request, Undecodable):
+                raise request.error
             response = await handler(self, request, context)
             record.meter.sent()
             return response
@@ -194,6 +221,8 @@ def stream_boundary(handler: StreamHandler[Svc, Req, Resp]) -> StreamHandler[Svc
         try:
             if self.drain.draining:
                 raise SHUTTING_DOWN
+            if isinstance(request, Undecodable):
+                raise request.error
             async for message in handler(self, request, context):
                 record.meter.sent()
                 yield message

@@ -71,16 +71,24 @@ async def serve(settings: Settings, config_path: str | None) -> int:
 
 
 async def local_launch(args: argparse.Namespace) -> int:
-    from gateway.local_launch import LocalLaunchServer, describe_endpoints, parse_endpoint_spec
+    from gateway.local_launch import Faults, LocalLaunchServer, describe_endpoints, parse_endpoint_spec
 
     specs = [parse_endpoint_spec(text) for text in args.endpoint] or None
+    faults = Faults.from_args(args)
     server = LocalLaunchServer(
-        specs, host=args.host, port=args.port, api_keys=args.api_key, ping_interval=args.ping_interval
+        specs,
+        host=args.host,
+        port=args.port,
+        api_keys=args.api_key,
+        ping_interval=args.ping_interval,
+        faults=faults,
     )
     await server.start()
     print(f"local Launch server listening on {server.url}", flush=True)
     for line in describe_endpoints(server):
         print(f"  {line}", flush=True)
+    if faults.active:
+        print(f"faults: {faults.describe()}", flush=True)
     await until_signalled(server.stop)
     return 0
 
@@ -122,6 +130,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept only this API key (repeatable; none: accept all)",
     )
     local_cmd.add_argument("--ping-interval", type=float, default=15.0, help="seconds between SSE pings")
+    fault_flags = local_cmd.add_argument_group(
+        "faults", "inject Launch's failures into the task routes (all off by default)"
+    )
+    fault_flags.add_argument(
+        "--fault-latency", type=float, default=0.0, metavar="S", help="seconds added before answering"
+    )
+    fault_flags.add_argument(
+        "--fault-jitter", type=float, default=0.0, metavar="S", help="uniform extra latency, 0 to S"
+    )
+    fault_flags.add_argument(
+        "--fault-error",
+        action="append",
+        default=[],
+        metavar="STATUS:RATE",
+        help="answer STATUS instead with probability RATE, e.g. 503:0.1 (repeatable)",
+    )
+    fault_flags.add_argument("--fault-throttle", type=float, default=0.0, metavar="RATE", help="probability of a 429")
+    fault_flags.add_argument(
+        "--fault-retry-after", type=float, default=1.0, metavar="S", help="the 429's Retry-After (whole seconds)"
+    )
+    fault_flags.add_argument(
+        "--fault-drop-stream-after", type=int, metavar="N", help="end each stream after N events (no end marker)"
+    )
+    fault_flags.add_argument(
+        "--fault-cut-stream", action="store_true", help="with --fault-drop-stream-after: send half an event, then cut"
+    )
+    fault_flags.add_argument(
+        "--fault-stall", type=float, default=0.0, metavar="S", help="hold responses S seconds without a byte"
+    )
+    fault_flags.add_argument(
+        "--fault-stall-rate", type=float, default=1.0, metavar="RATE", help="probability of a stall"
+    )
+    fault_flags.add_argument(
+        "--fault-cut-body", type=float, default=0.0, metavar="RATE", help="probability of half a JSON body, then close"
+    )
+    fault_flags.add_argument(
+        "--fault-bad-json", type=float, default=0.0, metavar="RATE", help="probability of a non-JSON 200"
+    )
+    fault_flags.add_argument(
+        "--fault-wrong-content-type", type=float, default=0.0, metavar="RATE", help="probability of a text/html 200"
+    )
+    fault_flags.add_argument("--fault-lookups", action="store_true", help="inject into GET /v1/model-endpoints too")
+    fault_flags.add_argument("--fault-seed", type=int, metavar="N", help="seed the random draws (reproducible faults)")
 
     demo_cmd = commands.add_parser("demo", help="the gateway and a local Launch server, with three calls")
     demo_cmd.add_argument("--once", action="store_true", help="exit after the calls instead of serving")

@@ -22,8 +22,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from gateway.boundary import Drain
+from gateway.boundary import Drain, tolerant_deserializer
 from gateway.breaker import CircuitBreaker
 from gateway.clock import Clock, SystemClock
 from gateway.concurrency import ConcurrencyLimiter
@@ -61,6 +60,23 @@ def service_methods() -> list[MethodInfo]:
         MethodInfo(service.full_name, m.name, "server_stream" if m.server_streaming else "unary")
         for m in service.methods
     ]
+
+
+def service_handlers(service: EndpointService) -> grpc.GenericRpcHandler:
+    """EndpointService's handlers, as the generated registration builds them, but with deserializers
+    that turn undecodable requests into INVALID_ARGUMENT (see `boundary.Undecodable`)."""
+    descriptor = pb.DESCRIPTOR.services_by_name["EndpointService"]
+    handlers = {}
+    for method in descriptor.methods:
+        request_class = getattr(pb, method.input_type.name)
+        serializer = getattr(pb, method.output_type.name).SerializeToString
+        make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(
+            getattr(service, method.name),
+            request_deserializer=tolerant_deserializer(request_class),
+            response_serializer=serializer,
+        )
+    return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)
 
 
 def endpoint_labels(settings: Settings) -> set[str]:
@@ -193,7 +209,7 @@ class GatewayServer:
             service = EndpointService(
                 settings, self.api, gate, self.edges, self.directory, self.waits, self.telemetry, self.drain
             )
-            pb_grpc.add_EndpointServiceServicer_to_server(service, server)
+            server.add_generic_rpc_handlers((service_handlers(service),))
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
             if settings.server.reflection:
                 health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name

@@ -10,23 +10,27 @@ codes and quirks as Launch (see launch-http-api.md), on 127.0.0.1, observable re
 
 Modules: `endpoints` (specs, registry), `examples` (built-in endpoints), `predict_request` (body
 validation), `invocation` (running functions), `results`, `tasks` (async queue), `callbacks`,
-`event_stream` (SSE), `auth`, `records`, `app` (routes), `server` (lifecycle).
+`event_stream` (SSE), `auth`, `records`, `faults` (fault injection) and `failures` (error bodies),
+`app` (routes), `server` (lifecycle). `LocalLaunchServer(faults=Faults(throttle_rate=0.1, seed=1))` fails on purpose.
 """
 
 from __future__ import annotations
 
 from gateway.local_launch.endpoints import EndpointSpec, parse_endpoint_spec
 from gateway.local_launch.examples import builtin_endpoints
+from gateway.local_launch.faults import Faults, parse_fault
 from gateway.local_launch.records import RequestRecord
 from gateway.local_launch.server import LocalLaunchServer
 
 __all__ = [
     "EndpointSpec",
+    "Faults",
     "LocalLaunchServer",
     "RequestRecord",
     "builtin_endpoints",
     "describe_endpoints",
     "parse_endpoint_spec",
+    "parse_fault",
 ]
 
 

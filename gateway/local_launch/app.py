@@ -1,10 +1,10 @@
 """The Launch routes of the local server (launch-http-api.md §1-§5, §8) as an aiohttp application.
 
-Every request passes one middleware that records it, checks its API key, and turns our
-`LaunchHTTPError` (and aiohttp's own 404/405) into FastAPI-style `{"detail": ...}` bodies. Checks
-run in Launch's order: auth (401), body and query validation (422), endpoint lookup (404),
-endpoint type (400). A model's failure is never an HTTP error: sync answers 200 with FAILURE, a
-stream ends with a FAILURE event.
+Every request passes one middleware that records it, lets the fault injector (`faults.py`) delay,
+refuse or break the answer, checks its API key, and turns our `LaunchHTTPError` (and aiohttp's
+own 404/405) into FastAPI-style `{"detail": ...}` bodies. Checks run in Launch's order: auth
+(401), body and query validation (422), endpoint lookup (404), endpoint type (400). A model's
+failure is never an HTTP error: sync answers 200 with FAILURE, a stream ends with a FAILURE event.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from gateway.local_launch.auth import authentication_error, read_api_key
 from gateway.local_launch.endpoints import EndpointKind, EndpointRegistry, EndpointSpec
 from gateway.local_launch.event_stream import HEADERS as SSE_HEADERS
 from gateway.local_launch.event_stream import write_events
+from gateway.local_launch.faults import FaultInjector, Send
 from gateway.local_launch.invocation import ModelRunner
 from gateway.local_launch.predict_request import (
     ErrorDetail,
@@ -82,6 +83,7 @@ class LaunchApp:
         tasks: TaskQueue,
         results: ResultStore,
         records: RecordLog,
+        faults: FaultInjector,
         api_keys: Collection[str],
         ping_interval: float,
         utcnow: Callable[[], datetime],
@@ -91,6 +93,7 @@ class LaunchApp:
         self._tasks = tasks
         self._results = results
         self._records = records
+        self._faults = faults
         self._api_keys = frozenset(api_keys)
         self._ping_interval = ping_interval
         self._utcnow = utcnow
@@ -126,7 +129,7 @@ class LaunchApp:
             self.handlers.add(task)
         try:
             record.body = await request.read()
-            response = await self._answer(request, handler, api_key)
+            response = await self._faults.answer(request, record, partial(self._answer, request, handler, api_key))
         except asyncio.CancelledError:
             record.finish("disconnected")
             raise
@@ -220,12 +223,17 @@ class LaunchApp:
         try:
             await response.prepare(request)
             record.set_status(200)
-            await write_events(
-                response,
-                partial(self._runner.open_events, spec, predict),
-                ping_interval=self._ping_interval,
-                utcnow=self._utcnow,
-            )
+
+            async def write(send: Send | None) -> None:
+                await write_events(
+                    response,
+                    partial(self._runner.open_events, spec, predict),
+                    ping_interval=self._ping_interval,
+                    utcnow=self._utcnow,
+                    send=send,
+                )
+
+            await self._faults.run_stream(request, response, record, write)
         except ConnectionResetError:
             # The client left between events; aiohttp ignores the failed end of the response.
             record.finish("disconnected")

@@ -14,6 +14,7 @@ import contextlib
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -54,39 +55,49 @@ async def write_events(
     *,
     ping_interval: float,
     utcnow: Callable[[], datetime],
+    send: Callable[[bytes], Awaitable[bool]] | None = None,
 ) -> None:
     """Write the events of a prepared response until the model ends, raises, or the client leaves.
 
-    The generator is always closed on the way out. A failed write (the client went away)
-    propagates as ConnectionResetError; so does cancellation of the handler.
+    `send`, if given, sends each event frame instead of `response.write` and may end the stream
+    early by returning False (fault injection does). The generator is always closed on the way
+    out. A failed write (the client went away) propagates as ConnectionResetError; so does
+    cancellation of the handler.
     """
+    if send is None:
+        send = partial(_write_on, response.write)
     pinger = asyncio.create_task(_ping(response, ping_interval, utcnow))
     try:
         try:
             events = await open_events()
         except Exception as exc:
-            await response.write(failure_frame(format_failure(exc)))
+            await send(failure_frame(format_failure(exc)))
             return
         async with contextlib.aclosing(events):
             next_event = events.__anext__
-            write = response.write
             while True:
                 try:
                     chunk = await next_event()
                 except StopAsyncIteration:
                     return
                 except Exception as exc:
-                    await write(failure_frame(format_failure(exc)))
+                    await send(failure_frame(format_failure(exc)))
                     return
                 try:
                     frame = success_frame(chunk)
                 except (TypeError, ValueError) as exc:
-                    await write(failure_frame(format_failure(exc)))
+                    await send(failure_frame(format_failure(exc)))
                     return
-                await write(frame)
+                if not await send(frame):
+                    return
     finally:
         pinger.cancel()
         await asyncio.wait([pinger])
+
+
+async def _write_on(write: Callable[[bytes], Awaitable[None]], frame: bytes) -> bool:
+    await write(frame)
+    return True
 
 
 async def _ping(response: web.StreamResponse, interval: float, utcnow: Callable[[], datetime]) -> None:

@@ -24,7 +24,8 @@ class RequestRecord:
     """One request: what arrived, the status sent (None until known), and how it ended.
 
     `outcome` is "open" while the handler runs, then "completed", "disconnected" (the client went
-    away or the handler was cancelled) or "error" (the handler raised).
+    away or the handler was cancelled) or "error" (the handler raised). `faults` lists the faults
+    injected into it, in order (see `faults.py`); `fault` is the last, e.g. "throttle".
     """
 
     method: str
@@ -35,6 +36,7 @@ class RequestRecord:
     body: bytes
     status: int | None = None
     outcome: Outcome = "open"
+    faults: list[str] = field(default_factory=list)
     _done: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
     _on_change: Callable[[], None] = field(default=_ignore, init=False, repr=False)
 
@@ -42,6 +44,16 @@ class RequestRecord:
         """Note the HTTP status once it is sent (a stream's 200 goes out before it ends)."""
         self.status = status
         self._on_change()
+
+    def add_fault(self, fault: str) -> None:
+        """Note a fault injected into this request."""
+        self.faults.append(fault)
+        self._on_change()
+
+    @property
+    def fault(self) -> str | None:
+        """The last fault injected (the one that shaped the answer), or None."""
+        return self.faults[-1] if self.faults else None
 
     def finish(self, outcome: Outcome, status: int | None = None) -> None:
         """End the record; the first outcome wins, so a handler's own verdict is kept."""

@@ -7,6 +7,7 @@ and the model function behind it, and keeps a `RequestRecord` of every request f
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -19,6 +20,7 @@ from gateway.local_launch.app import LaunchApp
 from gateway.local_launch.callbacks import CallbackSender
 from gateway.local_launch.endpoints import EndpointRegistry, EndpointSpec
 from gateway.local_launch.examples import builtin_endpoints
+from gateway.local_launch.faults import FaultInjector, Faults
 from gateway.local_launch.invocation import ModelRunner
 from gateway.local_launch.records import RecordLog, RequestRecord
 from gateway.local_launch.results import ResultStore
@@ -38,7 +40,8 @@ class LocalLaunchServer:
 
     `endpoints` None serves `builtin_endpoints()`. With `api_keys` empty any credentials (or
     none) pass. `callback_ca_file` is the CA bundle that callback servers' certificates are
-    checked against (default: the system trust store).
+    checked against (default: the system trust store). `faults` (default none) may be replaced
+    while the server runs: `server.faults = Faults(throttle_rate=1.0)`.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class LocalLaunchServer:
         ping_interval: float = 15.0,
         workers: int = 4,
         callback_ca_file: str | None = None,
+        faults: Faults | None = None,
     ) -> None:
         if ping_interval <= 0:
             raise ValueError(f"ping_interval must be positive, got {ping_interval}")
@@ -61,6 +65,7 @@ class LocalLaunchServer:
             builtin_endpoints() if endpoints is None else endpoints, created_at=datetime.now(UTC)
         )
         self._log = RecordLog()
+        self._faults = FaultInjector(faults)
         self._results = ResultStore()
         self._callbacks = CallbackSender(ca_file=callback_ca_file)
         self._runner = ModelRunner(self._fetch, self._results)
@@ -71,6 +76,7 @@ class LocalLaunchServer:
             tasks=self._tasks,
             results=self._results,
             records=self._log,
+            faults=self._faults,
             api_keys=api_keys,
             ping_interval=ping_interval,
             utcnow=_utcnow,
@@ -87,6 +93,25 @@ class LocalLaunchServer:
     def records(self) -> list[RequestRecord]:
         """Every request received, in arrival order (a live list)."""
         return self._log.records
+
+    @property
+    def faults(self) -> Faults:
+        """The faults injected into requests from now on (see `faults.py`)."""
+        return self._faults.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._faults.faults = faults
+
+    @property
+    def fault_counts(self) -> Counter[str]:
+        """How many of each fault were injected, e.g. {"throttle": 3, "latency": 5} (a live Counter)."""
+        return self._faults.counts
+
+    @property
+    def task_ids(self) -> list[str]:
+        """The ids of every async task created, oldest first."""
+        return self._tasks.ids()
 
     @property
     def port(self) -> int:

@@ -88,6 +88,10 @@ class TaskQueue:
         self._queue.put_nowait(task)
         return task.task_id
 
+    def ids(self) -> list[str]:
+        """Every task's id, oldest first."""
+        return list(self._tasks)
+
     def response(self, task_id: str) -> dict[str, Any]:
         task = self._tasks.get(task_id)
         if task is None:
