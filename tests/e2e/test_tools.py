@@ -27,7 +27,7 @@ async def run(*argv: str, stdin: bytes | None = None, within: float = 60) -> tup
     )
     out, err = await asyncio.wait_for(process.communicate(stdin), within)
     assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 async def grpcurl(stack: Stack, *args: str, data: str | None = None) -> tuple[int, str, str]:
