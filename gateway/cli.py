@@ -44,6 +44,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {name: getattr(args, _dest(name)) for name in setting_names()}
     aliases = {"upstream.url": args.upstream, "upstream.auth": args.upstream_auth, "server.host": args.host}
     aliases["server.port"] = args.port
+    aliases["server.workers"] = args.workers
     overrides.update({k: v for k, v in aliases.items() if v is not None})
     return load_settings(args.config, env=os.environ, overrides=overrides)
 
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_cmd.add_argument("--host", help="address to listen on (server.host)")
     serve_cmd.add_argument("--port", type=int, help="port to listen on, 0 for any (server.port)")
+    serve_cmd.add_argument("--workers", type=int, help="processes sharing the port, one per core (server.workers)")
     every = serve_cmd.add_argument_group(
         "every setting", "each setting as a flag; the README's table says what it does"
     )
@@ -222,6 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             settings = settings_from(args)
             configure_logging(settings.log.level, settings.log.format)
+            if settings.server.workers > 1:
+                from gateway.workers import run_workers
+
+                serve_argv = list(sys.argv[1:] if argv is None else argv)
+                return run(run_workers(settings, serve_argv, os.environ))
             return run(serve(settings, args.config))
         if args.command == "local-launch":
             return run(local_launch(args))

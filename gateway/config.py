@@ -41,6 +41,7 @@ class ServerSettings:
     keepalive_permit_without_calls: bool = False  # allow client pings on connections without calls
     max_connection_age: float = 0.0  # seconds; >0 sends GOAWAY after it, so clients rebalance (0: never)
     max_connection_age_grace: float = 30.0  # seconds calls get to finish after that GOAWAY
+    workers: int = 1  # processes sharing the port (SO_REUSEPORT), one event loop each
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class MetricsSettings:
     port: int = 9090  # 0 picks a free one
     endpoints: tuple[str, ...] = ()  # endpoint names that get their own label (besides tenants' exact names)
     readiness_interval: float = 5.0  # seconds between background checks that the upstream answers
+    multiprocess_dir: str = ""  # set by `serve --workers N` for its children: where metrics are shared
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,7 @@ def _check(settings: Settings, problems: list[str]) -> None:
         "server.grace_period": settings.server.grace_period,
         "upstream.endpoint_cache_ttl": settings.upstream.endpoint_cache_ttl,
         "upstream.max_connections": settings.upstream.max_connections,
+        "server.workers": settings.server.workers,
         "upstream.connect_timeout": settings.upstream.connect_timeout,
         "upstream.max_body_bytes": settings.upstream.max_body_bytes,
         "upstream.retry_attempts": settings.upstream.retry_attempts,
@@ -229,6 +232,8 @@ def _check(settings: Settings, problems: list[str]) -> None:
         "poll.max": settings.poll.max,
     }
     problems.extend(f"{k}: must be greater than 0, not {v}" for k, v in positive.items() if v <= 0)
+    if settings.server.workers < 1:
+        problems.append(f"server.workers: must be at least 1, not {settings.server.workers}")
     for name in ("retry_base", "retry_cap", "breaker_failures", "breaker_cooldown"):
         if getattr(settings.upstream, name) < 0:
             problems.append(f"upstream.{name}: must not be negative")

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.errors import Code
 
@@ -75,7 +76,9 @@ class Metrics:
         self.stream_events = Counter(
             "gateway_stream_events_total", "Server-sent events relayed to callers.", ("endpoint",), registry=r
         )
-        self.inflight = Gauge("gateway_inflight_calls", "Calls in flight by kind.", ("kind",), registry=r)
+        self.inflight = Gauge(
+            "gateway_inflight_calls", "Calls in flight by kind.", ("kind",), registry=r, multiprocess_mode="livesum"
+        )
         self.waits = Counter("gateway_async_waits_total", "WaitAsyncTask calls.", registry=r)
         self.wait_seconds = Histogram(
             "gateway_async_wait_seconds", "How long WaitAsyncTask calls waited.", buckets=LATENCY_BUCKETS, registry=r
@@ -122,6 +125,14 @@ class Metrics:
             self.auth_failures.labels(reason)
         for result in ("ok", "refused"):
             self.config_reloads.labels(result)
+
+    def exposition(self, multiprocess_dir: str = "") -> CollectorRegistry:
+        """What /metrics shows: this process's registry, or the sum over every worker's files."""
+        if not multiprocess_dir:
+            return self.registry
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        return combined
 
     def tenants(self, names: Iterable[str]) -> None:
         """Create the per-tenant series up front (at start and after a reload)."""

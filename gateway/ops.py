@@ -117,7 +117,10 @@ class Readiness:
 class OpsServer:
     """The HTTP side: /metrics, /healthz, /readyz."""
 
-    def __init__(self, registry: CollectorRegistry, readiness: Readiness, host: str, port: int) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, readiness: Readiness, host: str, port: int, reuse_port: bool = False
+    ) -> None:
+        self._reuse_port = reuse_port  # workers share the port
         self._registry = registry
         self._readiness = readiness
         self._host = host
@@ -148,7 +151,7 @@ class OpsServer:
         app.router.add_get("/readyz", self._readyz)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_port=self._reuse_port or None)
         await site.start()
         self.port = self._runner.addresses[0][1]
 

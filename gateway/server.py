@@ -168,7 +168,9 @@ class GatewayServer:
         )
         self.readiness.add_condition("circuit", self.api.breaker.not_ready_reason)
         m = settings.metrics
-        self.ops = OpsServer(self.metrics.registry, self.readiness, m.host, m.port) if m.enabled else None
+        exposition = self.metrics.exposition(m.multiprocess_dir)
+        shared = bool(m.multiprocess_dir)
+        self.ops = OpsServer(exposition, self.readiness, m.host, m.port, reuse_port=shared) if m.enabled else None
         self._server: grpc.aio.Server | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.port = 0
