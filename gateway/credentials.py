@@ -7,6 +7,7 @@ module only shapes it, and gives each key a scope (a short digest) for per-calle
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -24,8 +25,12 @@ class Credential:
         return f"Credential(scope={self.scope!r})"
 
 
+@functools.lru_cache(maxsize=4096)
 def credential_for_key(api_key: str | None) -> Credential:
-    """The credential for a Launch key; None sends no Authorization (an open local upstream)."""
+    """The credential for a Launch key; None sends no Authorization (an open local upstream).
+
+    Cached: it runs on every call, and hashing and encoding the same few keys again is waste.
+    """
     if not api_key:
         return Credential(None, "")
     return Credential(basic_authorization(api_key), hashlib.sha256(api_key.encode()).hexdigest()[:16])

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -109,16 +110,17 @@ class Metrics:
         self._initialize()
 
     def _initialize(self) -> None:
+        self._series: dict[str, _MethodSeries] = {}
         for m in self._methods.values():
             labels = (m.grpc_type, m.service, m.method)
-            self.started.labels(*labels)
-            self.handling.labels(*labels)
-            self.received.labels(*labels)
-            self.sent.labels(*labels)
-            for name in GRPC_CODE_NAMES.values():
-                self.handled.labels(*labels, name)
-        for kind in ("unary", "stream", "wait"):
-            self.inflight.labels(kind)
+            self._series[m.method] = _MethodSeries(
+                self.started.labels(*labels),
+                self.received.labels(*labels),
+                self.sent.labels(*labels),
+                self.handling.labels(*labels),
+                {code: self.handled.labels(*labels, name) for code, name in GRPC_CODE_NAMES.items()},
+            )
+        self._inflight = {kind: self.inflight.labels(kind) for kind in ("unary", "stream", "wait")}
         for result in ("hit", "miss"):
             self.cache.labels(result)
         for reason in ("missing_key", "unknown_key", "endpoint_denied"):
@@ -142,33 +144,45 @@ class Metrics:
 
     def rpc(self, method: str, kind: str) -> RpcMeter:
         """Start measuring one RPC of `method`."""
-        info = self._methods[method]
-        labels = (info.grpc_type, info.service, info.method)
-        self.started.labels(*labels).inc()
-        self.received.labels(*labels).inc()  # unary and server-streaming requests are one message
-        self.inflight.labels(kind).inc()
-        return RpcMeter(self, labels, kind)
+        series = self._series[method]
+        series.started.inc()
+        series.received.inc()  # unary and server-streaming requests are one message
+        inflight = self._inflight[kind]
+        inflight.inc()
+        return RpcMeter(series, inflight)
 
 
 @dataclass
+class _MethodSeries:
+    """One method's label children, looked up once (`.labels()` costs a lock and a dict per call)."""
+
+    started: Any
+    received: Any
+    sent: Any
+    handling: Any
+    handled: dict[Code, Any]
+
+
 class RpcMeter:
     """One RPC's measurements; `finish` records its status exactly once."""
 
-    metrics: Metrics
-    labels: tuple[str, str, str]
-    kind: str
-    start: float = field(default_factory=time.perf_counter)
-    done: bool = False
+    __slots__ = ("_inflight", "_series", "done", "start")
+
+    def __init__(self, series: _MethodSeries, inflight: Any) -> None:
+        self._series = series
+        self._inflight = inflight
+        self.start = time.perf_counter()
+        self.done = False
 
     def sent(self) -> None:
-        self.metrics.sent.labels(*self.labels).inc()
+        self._series.sent.inc()
 
     def finish(self, code: Code) -> float:
         """Record the status; returns the RPC's duration in seconds."""
         elapsed = time.perf_counter() - self.start
         if not self.done:
             self.done = True
-            self.metrics.handled.labels(*self.labels, GRPC_CODE_NAMES[code]).inc()
-            self.metrics.handling.labels(*self.labels).observe(elapsed)
-            self.metrics.inflight.labels(self.kind).dec()
+            self._series.handled[code].inc()
+            self._series.handling.observe(elapsed)
+            self._inflight.dec()
         return elapsed

@@ -128,7 +128,8 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         edge = self._edges()
         metadata = context.invocation_metadata()
         record = current_call()
-        caller = self._gate.identify(edge, metadata, peer_subjects(context))
+        subjects = peer_subjects(context) if edge.tenants.has_subjects else ()
+        caller = self._gate.identify(edge, metadata, subjects)
         if record is not None:
             record.tenant = caller.name
         task = None

@@ -78,6 +78,11 @@ class TenantDirectory:
         self._subjects = {s: t for t in self.tenants.values() for s in t.mtls_subjects}
 
     @property
+    def has_subjects(self) -> bool:
+        """Whether any tenant is known by its client certificate (else the peer is not inspected)."""
+        return bool(self._subjects)
+
+    @property
     def open(self) -> bool:
         """No tenants: every caller is accepted (local use only)."""
         return not self.tenants
