@@ -12,50 +12,7 @@ only by the `launch-gateway` command.
 
 from __future__ import annotations
 
-from gateway.client import (
-    AsyncEndpoint,
-    BatchSubmitError,
-    DeadlineExceededError,
-    EndpointRequest,
-    EndpointResponse,
-    EndpointResponseFuture,
-    EndpointResponseStream,
-    FailedPreconditionError,
-    GatewayClient,
-    GatewayRPCError,
-    InternalError,
-    InvalidArgumentError,
-    ModelEndpoint,
-    NotFoundError,
-    PermissionDeniedError,
-    ResourceExhaustedError,
-    StreamingEndpoint,
-    SyncEndpoint,
-    UnauthenticatedError,
-    UnavailableError,
-)
+from gateway.client import *  # noqa: F403 - the SDK is the package's top level
+from gateway.client import __all__ as __all__
 
 __version__ = "0.1.0"
-
-__all__ = [
-    "AsyncEndpoint",
-    "BatchSubmitError",
-    "DeadlineExceededError",
-    "EndpointRequest",
-    "EndpointResponse",
-    "EndpointResponseFuture",
-    "EndpointResponseStream",
-    "FailedPreconditionError",
-    "GatewayClient",
-    "GatewayRPCError",
-    "InternalError",
-    "InvalidArgumentError",
-    "ModelEndpoint",
-    "NotFoundError",
-    "PermissionDeniedError",
-    "ResourceExhaustedError",
-    "StreamingEndpoint",
-    "SyncEndpoint",
-    "UnauthenticatedError",
-    "UnavailableError",
-]

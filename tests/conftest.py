@@ -17,6 +17,7 @@ from gateway.config import build_settings
 from gateway.local_launch import EndpointSpec, LocalLaunchServer, RequestRecord, builtin_endpoints
 from gateway.server import GatewayServer
 from gateway.upstream import PROBE_NAME
+from tests.redis_server import redis_server as redis_server  # a fixture for every test
 
 
 @dataclass

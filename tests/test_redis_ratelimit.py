@@ -5,78 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from gateway.ratelimit import Decision, Rate, take
 from gateway.redis_ratelimit import RedisRateLimiter
+from tests.redis_server import RedisServer
 
 RATE = Rate(per_second=2.0, burst=4)
 LOGGER = "gateway.redis_ratelimit"
-
-
-class RedisServer:
-    """A redis-server child process on a unix socket, which a test may kill and start again."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.socket = directory / "redis.sock"
-        self.url = f"unix://{self.socket}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not on PATH: run make test (installs redis-server)")
-        log = (self.directory / "redis.log").open("ab")
-        with log:
-            self.proc = subprocess.Popen(
-                [binary, "--port", "0", "--unixsocket", str(self.socket), "--save", "", "--appendonly", "no"],
-                cwd=self.directory,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 10
-        while not self._answers_ping():
-            if self.proc.poll() is not None:
-                pytest.fail(f"redis-server exited with {self.proc.returncode}; see {self.directory}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not answer PING within 10 s; see {self.directory}")
-            time.sleep(0.01)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def _answers_ping(self) -> bool:
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(1)
-                sock.connect(str(self.socket))
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-
-@pytest.fixture
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    # tmp_path_factory, not tmp_path: a unix socket path must stay under ~100 characters
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 class Now:

@@ -14,7 +14,6 @@ are shared with the blocking flavour.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -22,53 +21,33 @@ import grpc
 
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from gateway.client.blocking import DEADLINE_SLACK, LONG_POLL_SECONDS
-from gateway.client.channel import ChannelSettings
+from gateway.client.channel import ClientBase
 from gateway.client.errors import BatchSubmitError, GatewayRPCError, NotFoundError, from_rpc_error
-from gateway.client.objects import EndpointRequest, EndpointResponse, ModelEndpoint, finished, wait_request
+from gateway.client.objects import (
+    DEADLINE_SLACK,
+    EndpointRequest,
+    EndpointResponse,
+    ModelEndpoint,
+    finished,
+    long_polls,
+    wait_request,
+)
 
 R = TypeVar("R")
 
 
-class GatewayClient:
-    """The asyncio client of launch-gateway; parameters as `gateway.GatewayClient`."""
+class GatewayClient(ClientBase):
+    """The asyncio client of launch-gateway; parameters as `gateway.GatewayClient` (see `ClientBase`)."""
 
-    def __init__(
-        self,
-        target: str,
-        api_key: str | None = None,
-        *,
-        tls: bool = False,
-        root_certificates: bytes | str | None = None,
-        client_certificate: bytes | str | None = None,
-        client_key: bytes | str | None = None,
-        timeout: float | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-        options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        self.settings = ChannelSettings(
-            target,
-            api_key,
-            tls,
-            root_certificates,
-            client_certificate,
-            client_key,
-            timeout,
-            metadata,
-            options,
-        )
-        credentials = self.settings.credentials()
-        channel_options = self.settings.channel_options()
-        self._channel = (
-            grpc.aio.secure_channel(target, credentials, channel_options)
-            if credentials
-            else grpc.aio.insecure_channel(target, channel_options)
-        )
+    stub: pb_grpc.EndpointServiceAsyncStub
+
+    def _connect(self, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> None:
+        target = self.settings.target
+        if credentials is not None:
+            self._channel = grpc.aio.secure_channel(target, credentials, options)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options)
         self.stub = pb_grpc.EndpointServiceStub(self._channel)
-        self.call_metadata = self.settings.call_metadata()
-
-    def __repr__(self) -> str:
-        return f"aio.GatewayClient({self.settings.target!r})"
 
     async def close(self) -> None:
         await self._channel.close()
@@ -177,19 +156,13 @@ class EndpointResponseFuture:
 
     async def get(self, timeout: float | None = None) -> EndpointResponse:  # noqa: ASYNC109 (the seed's signature)
         """Waits until the response is ready and returns it; raises as the blocking `get` does."""
-        if timeout is not None and timeout <= 0:
-            raise ValueError("Timeout must be greater than 0.")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"task {self.async_task_id} did not finish within {timeout} s")
-            wait = LONG_POLL_SECONDS if remaining is None else min(remaining, LONG_POLL_SECONDS)
+        for wait in long_polls(timeout, self.async_task_id):
             request = wait_request(self.async_task_id, wait)
             reply = await self.client.call(self.client.stub.WaitAsyncTask, request, wait + DEADLINE_SLACK)
             response = finished(self.client, reply.response)
             if response is not None:
                 return response
+        raise AssertionError("long_polls ends by raising")  # pragma: no cover
 
 
 class EndpointResponseStream(AsyncIterator[EndpointResponse]):

@@ -11,7 +11,6 @@ server-side long polls (WaitAsyncTask) instead of sleeping 2 s between polls.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -19,64 +18,33 @@ import grpc
 
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from gateway.client.channel import ChannelSettings
+from gateway.client.channel import ClientBase
 from gateway.client.errors import BatchSubmitError, GatewayRPCError, NotFoundError, from_rpc_error
-from gateway.client.objects import EndpointRequest, EndpointResponse, ModelEndpoint, finished, wait_request
+from gateway.client.objects import (
+    DEADLINE_SLACK,
+    EndpointRequest,
+    EndpointResponse,
+    ModelEndpoint,
+    finished,
+    long_polls,
+    wait_request,
+)
 
 R = TypeVar("R")
 
-LONG_POLL_SECONDS = 60.0  # one WaitAsyncTask at most; get() chains them until its own timeout
-DEADLINE_SLACK = 10.0  # added to a long poll's deadline: the gateway answers at its timeout, not after
 
+class GatewayClient(ClientBase):
+    """A client of launch-gateway, shaped like the Launch client (`LaunchClient`); parameters in `ClientBase`."""
 
-class GatewayClient:
-    """A client of launch-gateway, shaped like the Launch client (`LaunchClient`).
+    stub: pb_grpc.EndpointServiceStub
 
-    Parameters:
-        target: the gateway's "host:port".
-        api_key: sent as metadata ``authorization: Bearer <api_key>``.
-        tls, root_certificates: use TLS; trust these PEM roots (bytes or a file path), else the system's.
-        client_certificate, client_key: mTLS client identity (PEM bytes or file paths).
-        timeout: default deadline in seconds for each call (None: no deadline).
-        metadata: extra metadata for every call; options: extra gRPC channel options.
-    """
-
-    def __init__(
-        self,
-        target: str,
-        api_key: str | None = None,
-        *,
-        tls: bool = False,
-        root_certificates: bytes | str | None = None,
-        client_certificate: bytes | str | None = None,
-        client_key: bytes | str | None = None,
-        timeout: float | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-        options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        self.settings = ChannelSettings(
-            target,
-            api_key,
-            tls,
-            root_certificates,
-            client_certificate,
-            client_key,
-            timeout,
-            metadata,
-            options,
-        )
-        credentials = self.settings.credentials()
-        channel_options = self.settings.channel_options()
-        self._channel = (
-            grpc.secure_channel(target, credentials, channel_options)
-            if credentials
-            else grpc.insecure_channel(target, channel_options)
-        )
+    def _connect(self, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> None:
+        target = self.settings.target
+        if credentials is not None:
+            self._channel = grpc.secure_channel(target, credentials, options)
+        else:
+            self._channel = grpc.insecure_channel(target, options)
         self.stub = pb_grpc.EndpointServiceStub(self._channel)
-        self.call_metadata = self.settings.call_metadata()
-
-    def __repr__(self) -> str:
-        return f"GatewayClient({self.settings.target!r})"
 
     def close(self) -> None:
         self._channel.close()
@@ -214,20 +182,14 @@ class EndpointResponseFuture:
         Raises TimeoutError when `timeout` passes first, and ValueError for a timeout <= 0 or a task
         whose status is UNDEFINED, as the Launch client does.
         """
-        if timeout is not None and timeout <= 0:
-            raise ValueError("Timeout must be greater than 0.")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"task {self.async_task_id} did not finish within {timeout} s")
-            wait = LONG_POLL_SECONDS if remaining is None else min(remaining, LONG_POLL_SECONDS)
+        for wait in long_polls(timeout, self.async_task_id):
             reply = self.client.call(
                 self.client.stub.WaitAsyncTask, wait_request(self.async_task_id, wait), wait + DEADLINE_SLACK
             )
             response = finished(self.client, reply.response)
             if response is not None:
                 return response
+        raise AssertionError("long_polls ends by raising")  # pragma: no cover
 
 
 class EndpointResponseStream(Iterator[EndpointResponse]):

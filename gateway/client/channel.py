@@ -82,3 +82,42 @@ class ChannelSettings:
             private_key=_read(self.client_key),
             certificate_chain=_read(self.client_certificate),
         )
+
+
+class ClientBase:
+    """What the blocking and asyncio clients share: their parameters, settings and call metadata.
+
+    Parameters:
+        target: the gateway's "host:port".
+        api_key: sent as metadata ``authorization: Bearer <api_key>``.
+        tls, root_certificates: use TLS; trust these PEM roots (bytes or a file path), else the system's.
+        client_certificate, client_key: mTLS client identity (PEM bytes or file paths).
+        timeout: default deadline in seconds for each call (None: no deadline).
+        metadata: extra metadata for every call; options: extra gRPC channel options.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        api_key: str | None = None,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | str | None = None,
+        client_certificate: bytes | str | None = None,
+        client_key: bytes | str | None = None,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.settings = ChannelSettings(
+            target, api_key, tls, root_certificates, client_certificate, client_key, timeout, metadata, options
+        )
+        self.call_metadata = self.settings.call_metadata()
+        self._connect(self.settings.credentials(), self.settings.channel_options())
+
+    def _connect(self, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> None:
+        """Open the channel and the stub (each flavour its own kind)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__module__.rsplit('.', 1)[-1]}.GatewayClient({self.settings.target!r})"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -198,6 +200,25 @@ def finished(client: Any, message: pb.EndpointResponse) -> EndpointResponse | No
     if response.status == "UNDEFINED":
         raise ValueError(f"Unrecognized status: {response.status}")
     return response if response.status in TERMINAL else None
+
+
+LONG_POLL_SECONDS = 60.0  # one WaitAsyncTask at most; `get` chains them until its own timeout
+DEADLINE_SLACK = 10.0  # added to a long poll's deadline: the gateway answers at its timeout, not after
+
+
+def long_polls(timeout: float | None, task_id: str) -> Iterator[float]:
+    """The length of each WaitAsyncTask long poll for a future's `get(timeout)`, until it runs out.
+
+    ValueError for a timeout <= 0 and TimeoutError when it passes, as the Launch client raises them.
+    """
+    if timeout is not None and timeout <= 0:
+        raise ValueError("Timeout must be greater than 0.")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise TimeoutError(f"task {task_id} did not finish within {timeout} s")
+        yield LONG_POLL_SECONDS if remaining is None else min(remaining, LONG_POLL_SECONDS)
 
 
 def wait_request(task_id: str, seconds: float) -> pb.WaitAsyncTaskRequest:

@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,8 @@ from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grp
 from gateway.local_launch import LocalLaunchServer
 from gateway.tenants import hash_key
 from tests.conftest import StackFactory
-from tests.e2e.redis_server import RedisServer
 from tests.e2e.test_tools import ROOT
+from tests.redis_server import RedisServer
 
 SCRIPT = str(Path(sys.executable).parent / "launch-gateway")
 TEAM_KEY = "gw-key-redis-team-0123456789"
@@ -31,17 +30,6 @@ HANDLE_SECRET = "handle-secret-0123456789abcdef"
 BEARER = (("authorization", f"Bearer {TEAM_KEY}"),)
 REQUEST = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
 SECRETS = {"TEAM_LAUNCH_KEY": LAUNCH_KEY, "LAUNCH_GATEWAY_HANDLE_SECRETS": HANDLE_SECRET}
-
-
-@pytest.fixture
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    # tmp_path_factory, not tmp_path: a unix socket path must stay under ~100 characters
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def team(rate: dict[str, Any]) -> dict[str, Any]:
