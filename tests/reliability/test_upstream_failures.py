@@ -162,3 +162,33 @@ async def test_a_quiet_stream_ends_with_deadline_exceeded(make_stack: StackFacto
     assert [json.loads(m.response.result) for m in received] == [1]
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "no event for 0.3 s" in (caught.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        (b"data: not json\r\n\r\n", grpc.StatusCode.INTERNAL, "upstream stream sent an event whose data is not JSON"),
+        (b'data: {"status": "SUC', grpc.StatusCode.UNAVAILABLE, "upstream stream truncated mid-event"),
+    ],
+    ids=["non-json-data", "cut-mid-event"],
+)
+async def test_a_broken_stream_keeps_what_was_relayed_then_ends_precisely(
+    make_stack: StackFactory, raw_upstream: RawUpstream, body: bytes, code: grpc.StatusCode, message: str
+) -> None:
+    async def broken(request: web.Request) -> web.StreamResponse:
+        if request.path == "/v1/model-endpoints":
+            record = {"id": "s", "name": "broken", "endpoint_type": "streaming", "status": "READY"}
+            return web.json_response({"model_endpoints": [record]})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"status": "SUCCESS", "result": {"result": 1}}\r\n\r\n' + body)
+        return response
+
+    stack = await make_stack(settings={"upstream": {"url": await raw_upstream(broken)}})
+    request = pb.StreamPredictRequest(endpoint_name="broken", request=pb.EndpointRequest(args_json="{}"))
+    received: list[pb.StreamPredictResponse] = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(stack.stub.StreamPredict(request, timeout=10), received)
+    assert [json.loads(m.response.result) for m in received] == [1]
+    assert caught.value.code() == code
+    assert message in (caught.value.details() or "")
