@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto proto-check unit e2e system-deps node-deps clean
+.PHONY: demo test lint proto proto-check unit e2e system-deps node-deps clean soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ proto: $(STAMP)
 
 proto-check: $(STAMP)
 	$(BIN)/python tools/proto.py --check
+
+## soak: 3 minutes of mixed traffic through a gateway in front of a failing local Launch server; checks invariants
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --seconds 180 --concurrency 32
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -357,10 +357,19 @@ class LaunchAPI:
                         "not text/event-stream"
                     )
                 parser = SSEParser()
+                content = response.content
                 try:
-                    async for chunk in response.content.iter_any():
+                    while chunk := await content.readany():
                         for data in parser.feed(chunk):
                             yield data
+                except aiohttp.ClientPayloadError:
+                    # The connection was cut. aiohttp raises that before handing over what it had already
+                    # buffered, so take those bytes first: complete events sent before the cut stand.
+                    # (`_read_nowait` is private; aiohttp is pinned and a test covers this.)
+                    for data in parser.feed(content._read_nowait(-1)):
+                        yield data
+                    where = "mid-event" if parser.pending else "between events"
+                    raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated {where}") from None
                 except EventTooLarge as exc:
                     raise UpstreamProtocolError(f"upstream POST {route}: {exc}") from None
                 except (TimeoutError, aiohttp.ServerTimeoutError):
