@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto proto-check unit e2e system-deps node-deps clean soak
+.PHONY: demo test lint proto proto-check unit e2e system-deps node-deps clean soak bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ proto: $(STAMP)
 
 proto-check: $(STAMP)
 	$(BIN)/python tools/proto.py --check
+
+## bench: the gateway against its references (bare grpc.aio echo, the local Launch server); a table and bench/results/
+bench: $(STAMP) system-deps
+	$(BIN)/python -m bench
 
 ## soak: 3 minutes of mixed traffic through a gateway in front of a failing local Launch server; checks invariants
 soak: $(STAMP)

@@ -1,0 +1,50 @@
+"""A bare grpc.aio echo server: the Python gRPC ceiling the gateway's Predict is compared with.
+
+It serves `launch_gateway.v1.EndpointService/Predict` (so one pre-framed h2load body drives both),
+parses the request, echoes its `args` as JSON text and does nothing else, on uvloop as the gateway
+does. `python -m bench.echo_server --port 0` prints `echo server listening on HOST:PORT`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+import grpc
+import uvloop
+
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+
+
+class EchoService(pb_grpc.EndpointServiceServicer):
+    async def Predict(self, request: pb.PredictRequest, context: Any) -> pb.PredictResponse:  # noqa: N802
+        args = request.request
+        result = args.args_json if args.HasField("args_json") else json.dumps(dict(args.args.items()))
+        return pb.PredictResponse(
+            response=pb.EndpointResponse(status=pb.TASK_STATUS_SUCCESS, result=result, status_code=200)
+        )
+
+
+async def serve(host: str, port: int) -> None:
+    server = grpc.aio.server()
+    pb_grpc.add_EndpointServiceServicer_to_server(EchoService(), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    print(f"echo server listening on {host}:{bound}", flush=True)
+    await server.wait_for_termination()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()

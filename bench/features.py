@@ -1,0 +1,130 @@
+"""The cost of the edge features: API-key auth, rate limiting and the access log, in calls/s and CPU per call.
+
+Four gateways run side by side in front of the shared local Launch server and take turns under
+the same h2load load (`-c 4 -m 16`, Predict on `echo`):
+
+- base: open mode (no tenants), no access log;
+- auth: one tenant, callers send `authorization: Bearer <key>` (hashed and compared per call);
+- auth + rate limits: the tenant also has a tenant-wide and a per-endpoint token bucket (the memory
+  backend) and a concurrency cap, all far above the load, so nothing is refused;
+- all: auth + rate limits + the JSON access log line per RPC (written to a file).
+
+The Prometheus counters and histograms cannot be switched off (no setting does), so every variant
+pays for them; `metrics.enabled` only opens the scrape port, which all four need so their error
+counts can be read. Their share of the time shows in the profile section instead. CPU per call
+(from /proc, after the warm-up) moves less with the machine's scheduling than calls/s does.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from bench import h2load
+from bench.harness import Harness
+from bench.processes import Gateway, gateway_config, handled_codes, start_gateway
+from bench.unary import PREDICT_PATH, cpu_during, predict_request
+from gateway.tenants import hash_key
+
+SECTION = "edge features"
+API_KEY = "bench-caller-key-0123456789"
+ENV = {"BENCH_LAUNCH_KEY": "bench-launch-key", "LAUNCH_GATEWAY_HANDLE_SECRETS": "bench-handle-secret-0123456789"}
+UNLIMITED = {"per_second": 1.0e9, "burst": 1_000_000_000}
+
+
+def _tenant(rate: bool) -> dict[str, Any]:
+    tenant: dict[str, Any] = {
+        "api_key_hashes": [hash_key(API_KEY)],
+        "endpoints": ["*"],
+        "upstream": "service",
+        "upstream_key_env": "BENCH_LAUNCH_KEY",
+    }
+    if rate:
+        tenant.update(rate=UNLIMITED, endpoint_rates={"echo": UNLIMITED}, max_unary=100_000)
+    return tenant
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "auth": {"tenants": {"bench": _tenant(rate=False)}},
+    "auth + rate limits": {"tenants": {"bench": _tenant(rate=True)}},
+    "auth + rate limits + access log": {"tenants": {"bench": _tenant(rate=True)}, "log": {"access": True}},
+}
+
+
+async def measure(harness: Harness) -> None:
+    sizes = harness.sizes
+    launch = await harness.launch()
+    gateways: dict[str, Gateway] = {}
+    try:
+        for i, (name, sections) in enumerate(VARIANTS.items()):
+            config = gateway_config(launch.url, **sections)
+            gateways[name] = await start_gateway(harness.scratch, config, name=f"gateway-features-{i}", env=ENV)
+            harness.track(gateways[name].server)
+        body = h2load.grpc_frame(predict_request())
+        rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        cpu_us: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        errors: Counter[str] = Counter()
+        cancelled: Counter[str] = Counter()
+        for _ in range(sizes.rounds):
+            for name, gateway in gateways.items():
+                headers = (
+                    h2load.GRPC_HEADERS
+                    if name == "base"
+                    else (*h2load.GRPC_HEADERS, f"authorization: Bearer {API_KEY}")
+                )
+                before = await gateway.metrics()
+                load = h2load.run(
+                    f"http://{gateway.address}{PREDICT_PATH}",
+                    body,
+                    headers=headers,
+                    clients=4,
+                    streams=16,
+                    duration=sizes.features_seconds,
+                    warmup=sizes.unary_warmup,
+                )
+                r, (cpu,) = await cpu_during(load, [gateway.server], sizes.unary_warmup)
+                calls = r.requests_per_second * sizes.features_seconds
+                cpu_us[name].append(cpu / calls * 1e6 if calls else float("nan"))
+                codes = handled_codes(before, await gateway.metrics(), "Predict")
+                cancelled[name] += codes.pop("Canceled", 0)
+                errors.update({f"{name}: {code}": n for code, n in codes.items() if code != "OK"})
+                rates[name].append(r.requests_per_second)
+    finally:
+        for gateway in gateways.values():
+            await harness.stop(gateway.server)
+
+    add = harness.report.add
+    for name in list(VARIANTS)[1:]:
+        last = name == list(VARIANTS)[-1]
+        add(
+            SECTION,
+            f"Predict calls/s, 64 callers (h2load), {name}",
+            "calls/s",
+            rates[name],
+            reference_name="base (open mode, no access log)",
+            reference=rates["base"],
+            target=">= 0.9 x base" if last else "",
+            check=(lambda f: f.ratio is not None and f.ratio.median >= 0.9) if last else None,
+        )
+    for name in VARIANTS:
+        add(
+            SECTION,
+            f"gateway CPU per Predict call, {name}",
+            "µs",
+            cpu_us[name],
+            reference_name="base" if name != "base" else "",
+            reference=cpu_us["base"] if name != "base" else None,
+            note="less sensitive to scheduling noise than calls/s",
+        )
+    add(
+        SECTION,
+        "errors during the feature runs",
+        "calls",
+        [float(sum(errors.values()))],
+        target="0",
+        check=lambda f: f.value.median == 0,
+        note=", ".join(f"{k} x{v}" for k, v in errors.items()),
+    )
+    if any(cancelled.values()):
+        harness.report.note(f"edge features: CANCELLED calls, in flight when h2load stopped: {dict(cancelled)}")

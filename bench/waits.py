@@ -1,0 +1,267 @@
+"""Async waits: many concurrent WaitAsyncTask calls on a few tasks; the polls they cause, how fast they return, memory.
+
+A run submits `wait_tasks` tasks of `bench.endpoints:gated` (they finish when a file appears),
+starts the waiters round-robin over the tasks, 1,000 at a time (the first thousand start every
+task's poll loop; a burst of thousands at once would meet grpc-core's pending-request limit, see
+open_streams), waits until the gateway counts them all in flight, then opens the gate. Each task
+stamps the moment it finished; a waiter's delay is its return time minus its task's stamp.
+
+The reference is a run with one waiter per task whose gate opens after the same time since its
+first waiter, so both runs' poll loops are equally old when the tasks finish: polls per task
+should not grow with the number of waiters. The delays are as one Python client process sees
+them, so they include that client's own queueing when thousands of answers arrive at once; the
+first waiter of each task to return shows that part least. Each run has its own gateway and
+local Launch server, so memory is not inflated by earlier runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import duration_pb2
+
+from bench import drivers
+from bench.harness import Harness
+from bench.processes import Gateway, gateway_config, handled_codes, start_gateway, start_local_launch
+from bench.stats import percentile
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+
+SECTION = "async waits"
+POLL_ROUTE = "/v1/async-tasks/{task_id}"
+CHANNELS = 10
+SUBMITTERS = 64
+RAMP = 1_000  # waiters started at once
+SETTLE = 0.5  # seconds between the last waiter in flight and the gate at the earliest
+MB = 1024 * 1024
+
+Reply = tuple[float, str, pb.WaitAsyncTaskResponse | None]
+
+
+@dataclass
+class WaitRun:
+    lead: float  # seconds from the first waiter to the gate opening
+    setup_seconds: float  # from the first waiter to all in flight
+    polls_per_task: float
+    upstream_gets_per_task: float
+    setup_polls_per_second: float  # upstream polls per second while the waiters were being started
+    delays_ms: list[float]
+    first_delays_ms: list[float]  # the first waiter of each task to return
+    idle_rss: int
+    waiting_rss: int
+    peak_rss: int
+    errors: Counter[str]
+
+
+async def _in_flight(gateway: Gateway) -> float:
+    return (await gateway.metrics()).value("gateway_inflight_calls", kind="wait")
+
+
+async def _wait_until_in_flight(gateway: Gateway, count: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await _in_flight(gateway) >= count:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def wait_run(harness: Harness, tasks: int, waiters: int, tag: str, lead: float | None = None) -> WaitRun:
+    """One run with its own servers: `waiters` WaitAsyncTask calls spread over `tasks` tasks.
+
+    The gate opens `lead` seconds after the first waiter started; None: `sizes.wait_lead`, or
+    later if the waiters took longer to get in flight.
+    """
+    launch = await start_local_launch(harness.scratch, name=f"local-launch-{tag}")
+    harness.track(launch.server)
+    gateway = await start_gateway(harness.scratch, gateway_config(launch.url), name=f"gateway-{tag}")
+    harness.track(gateway.server)
+    gate = harness.scratch / f"gate-{uuid.uuid4().hex}"
+    channels = drivers.open_channels(gateway.address, CHANNELS)
+    stubs = [pb_grpc.EndpointServiceStub(channel) for channel in channels]
+    errors: Counter[str] = Counter()
+    try:
+        idle_rss = gateway.server.rss()
+        before = await gateway.metrics()
+        request = pb.EndpointRequest(args_json=json.dumps({"gate": str(gate)}))
+        slots = asyncio.Semaphore(SUBMITTERS)
+
+        async def submit(i: int) -> str:
+            async with slots:
+                reply = await stubs[i % CHANNELS].SubmitAsync(
+                    pb.SubmitAsyncRequest(endpoint_name="gated", request=request), timeout=30
+                )
+                return reply.task_id
+
+        task_ids = await asyncio.gather(*(submit(i) for i in range(tasks)))
+        timeout = duration_pb2.Duration(seconds=120)
+
+        async def wait(i: int, task_id: str) -> Reply:
+            try:
+                reply = await stubs[i % CHANNELS].WaitAsyncTask(
+                    pb.WaitAsyncTaskRequest(task_id=task_id, timeout=timeout), timeout=150
+                )
+            except grpc.aio.AioRpcError as exc:
+                errors[f"WaitAsyncTask {exc.code().name} (client)"] += 1
+                return time.monotonic(), task_id, None
+            return time.monotonic(), task_id, reply
+
+        first = time.monotonic()
+        polls_at_start = (await gateway.metrics()).value("gateway_async_wait_polls_total")
+        calls: list[asyncio.Future[Reply]] = []
+        for start in range(0, waiters, RAMP):
+            end = min(waiters, start + RAMP)
+            calls.extend(asyncio.ensure_future(wait(i, task_ids[i % tasks])) for i in range(start, end))
+            if not await _wait_until_in_flight(gateway, len(calls), within=60):
+                errors[f"fewer than {len(calls)} waiters in flight within 60 s"] += 1
+                break
+        all_in = time.monotonic()
+        polls_in_setup = (await gateway.metrics()).value("gateway_async_wait_polls_total") - polls_at_start
+        waiting_rss = gateway.server.rss()
+        opens_at = first + lead if lead is not None else max(first + harness.sizes.wait_lead, all_in + SETTLE)
+        await asyncio.sleep(max(0.0, opens_at - time.monotonic()))
+        gate.touch()
+        opened = time.monotonic()
+        results = await asyncio.gather(*calls)
+        after = await gateway.metrics()
+        delays, firsts = [], {}
+        for returned, task_id, reply in results:
+            if reply is None:
+                continue
+            if reply.response.status != pb.TASK_STATUS_SUCCESS:
+                errors[f"task status {pb.TaskStatus.Name(reply.response.status)}"] += 1
+                continue
+            delay = (returned - json.loads(reply.response.result)["finished"]) * 1000.0
+            delays.append(delay)
+            firsts[task_id] = min(delay, firsts.get(task_id, delay))
+        for method in ("SubmitAsync", "WaitAsyncTask"):
+            errors.update({f"{method} {c}": n for c, n in handled_codes(before, after, method).items() if c != "OK"})
+
+        def per_task(name: str, **labels: str) -> float:
+            return (after.value(name, **labels) - before.value(name, **labels)) / tasks
+
+        return WaitRun(
+            lead=opened - first,
+            setup_seconds=all_in - first,
+            polls_per_task=per_task("gateway_async_wait_polls_total"),
+            upstream_gets_per_task=per_task("gateway_upstream_requests_total", route=POLL_ROUTE),
+            setup_polls_per_second=polls_in_setup / max(all_in - first, 1e-9),
+            delays_ms=delays,
+            first_delays_ms=list(firsts.values()),
+            idle_rss=idle_rss,
+            waiting_rss=waiting_rss,
+            peak_rss=gateway.server.peak_rss(),
+            errors=errors,
+        )
+    finally:
+        await drivers.close_channels(channels)
+        await harness.stop(gateway.server)
+        await harness.stop(launch.server)
+        gate.unlink(missing_ok=True)
+
+
+async def measure(harness: Harness) -> None:
+    sizes = harness.sizes
+    tasks, many = sizes.wait_tasks, sizes.wait_waiters
+    one: list[WaitRun] = []
+    shared: list[WaitRun] = []
+    for r in range(sizes.rounds):
+        shared.append(await wait_run(harness, tasks, many, f"waits-{many // tasks}x-{r}"))
+        one.append(await wait_run(harness, tasks, tasks, f"waits-1x-{r}", lead=shared[-1].lead))
+
+    add = harness.report.add
+    label = f"{many:,} waiters on {tasks:,} tasks"
+    ref = f"{tasks:,} waiters (1 per task)"
+    leads = ", ".join(f"{r.lead:.1f}" for r in shared)
+    add(
+        SECTION,
+        f"upstream polls per task, {label}",
+        "polls",
+        [r.polls_per_task for r in shared],
+        reference_name=ref,
+        reference=[r.polls_per_task for r in one],
+        target="<= 1.1 x (no growth with waiters)",
+        check=lambda f: f.ratio is not None and f.ratio.median <= 1.1,
+        note=f"tasks finish {leads} s after the first waiter in both; backoff 50 ms x1.5 up to 1 s",
+    )
+    add(
+        SECTION,
+        f"upstream GETs per task, {label}",
+        "GETs",
+        [r.upstream_gets_per_task for r in shared],
+        reference_name=ref,
+        reference=[r.upstream_gets_per_task for r in one],
+    )
+    for q in (50, 99, 100):
+        name = "max" if q == 100 else f"p{q}"
+        add(
+            SECTION,
+            f"task finished -> waiter returned, {name}, {label}",
+            "ms",
+            [percentile(r.delays_ms, q) for r in shared],
+            reference_name=f"{ref}, {name}",
+            reference=[percentile(r.delays_ms, q) for r in one],
+            target="<= 50 ms" if q == 99 else "",
+            check=(lambda f: f.value.median <= 50) if q == 99 else None,
+            note="one Python client process receives every answer",
+        )
+    for q in (50, 99):
+        add(
+            SECTION,
+            f"task finished -> first of its waiters returned, p{q}",
+            "ms",
+            [percentile(r.first_delays_ms, q) for r in shared],
+            reference_name=f"{ref}, p{q}",
+            reference=[percentile(r.first_delays_ms, q) for r in one],
+        )
+    add(
+        SECTION,
+        f"gateway RSS with {label} in flight",
+        "MB",
+        [r.waiting_rss / MB for r in shared],
+        reference_name="idle gateway",
+        reference=[r.idle_rss / MB for r in shared],
+    )
+    add(
+        SECTION,
+        f"gateway peak RSS (VmHWM), {label}",
+        "MB",
+        [r.peak_rss / MB for r in shared],
+        reference_name=ref,
+        reference=[r.peak_rss / MB for r in one],
+    )
+    add(
+        SECTION,
+        f"time to get {label} in flight",
+        "s",
+        [r.setup_seconds for r in shared],
+        reference_name=ref,
+        reference=[r.setup_seconds for r in one],
+        note=f"started {RAMP:,} at a time",
+    )
+    add(
+        SECTION,
+        "upstream polls/s while the waiters were starting",
+        "polls/s",
+        [r.setup_polls_per_second for r in shared],
+        reference_name=ref,
+        reference=[r.setup_polls_per_second for r in one],
+    )
+    errors: Counter[str] = Counter()
+    for run in (*one, *shared):
+        errors.update(run.errors)
+    add(
+        SECTION,
+        "errors during the wait runs",
+        "",
+        [float(sum(errors.values()))],
+        target="0",
+        check=lambda f: f.value.median == 0,
+        note=", ".join(f"{k}: {v}" for k, v in errors.items()),
+    )
