@@ -42,6 +42,7 @@ class ServerSettings:
     max_connection_age: float = 0.0  # seconds; >0 sends GOAWAY after it, so clients rebalance (0: never)
     max_connection_age_grace: float = 30.0  # seconds calls get to finish after that GOAWAY
     workers: int = 1  # processes sharing the port (SO_REUSEPORT), one event loop each
+    max_pending_requests: int = 10000  # calls grpc-core queues before the handler takes them (burst room)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class UpstreamSettings:
     auth: Literal["service", "forward"] = "service"
     api_key_env: str = "LAUNCH_API_KEY"
     endpoint_cache_ttl: float = 15.0  # seconds a name -> endpoint lookup is reused
-    max_connections: int = 256  # pooled keep-alive connections to the upstream
+    max_connections: int = 1024  # pooled keep-alive connections to the upstream; each open stream holds one
     connect_timeout: float = 5.0
     ca_file: str = ""  # PEM bundle to verify the upstream's TLS certificate; default: the system's
     max_body_bytes: int = 16 * 1024 * 1024  # larger upstream answers are refused (RESOURCE_EXHAUSTED)

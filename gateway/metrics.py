@@ -174,8 +174,9 @@ class RpcMeter:
         self.start = time.perf_counter()
         self.done = False
 
-    def sent(self) -> None:
-        self._series.sent.inc()
+    def sent(self, count: int = 1) -> None:
+        if count:
+            self._series.sent.inc(count)
 
     def finish(self, code: Code) -> float:
         """Record the status; returns the RPC's duration in seconds."""

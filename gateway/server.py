@@ -95,6 +95,10 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", int(s.keepalive_timeout * 1000)),
         ("grpc.http2.min_ping_interval_without_data_ms", int(s.keepalive_min_ping_interval * 1000)),
         ("grpc.keepalive_permit_without_calls", int(s.keepalive_permit_without_calls)),
+        # grpc-core refuses (CANCELLED) calls beyond these before any handler sees them; the defaults
+        # (1000, 3000) drop a burst of thousands of new streams.
+        ("grpc.server.max_pending_requests", s.max_pending_requests),
+        ("grpc.server.max_pending_requests_hard_limit", s.max_pending_requests * 3),
     ]
     if s.max_connection_age > 0:
         options.append(("grpc.max_connection_age_ms", int(s.max_connection_age * 1000)))

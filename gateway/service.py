@@ -35,6 +35,7 @@ from gateway.errors import (
 )
 from gateway.handles import TaskRef
 from gateway.metadata import passed_through_headers
+from gateway.relay import relay
 from gateway.telemetry import Telemetry, current_call
 from gateway.translate import kind_name, to_endpoint_response, to_upstream_body
 from gateway.upstream import LaunchAPI, UpstreamCall
@@ -285,17 +286,22 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             events, first = await self._on_endpoint("StreamPredict", name, _STREAM_KINDS, scope, open_stream)
             label = self.telemetry.endpoint_label(name)
             metrics = self.telemetry.metrics
+            relayed = 0  # counted in batches: a metric update per event is a measurable cost
+            events_counter = metrics.stream_events.labels(label)
             try:
                 if first is None:
                     return
                 metrics.first_event.labels(label).observe(time.perf_counter() - started)
-                events_counter = metrics.stream_events.labels(label)
-                events_counter.inc()
+                relayed += 1
                 yield _stream_message(first)
-                async for data in events:
-                    events_counter.inc()
-                    yield _stream_message(data)
+                async for message in relay(events, _stream_message):
+                    relayed += 1
+                    if relayed == 256:
+                        events_counter.inc(relayed)
+                        relayed = 0
+                    yield message
             finally:
+                events_counter.inc(relayed)
                 await events.aclose()
 
     @unary_boundary

@@ -67,6 +67,11 @@ def _transport_errors(method: str, route: str, timeout: float) -> Iterator[None]
         yield
     except GatewayError:
         raise
+    except aiohttp.ConnectionTimeoutError:
+        raise ConnectFailed(
+            f"{where}: no connection within the connect timeout (the upstream does not accept connections, "
+            "or all upstream.max_connections are busy)"
+        ) from None
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(f"{where}: no answer within {timeout:.3g} s") from None
     except aiohttp.ClientConnectorError as exc:
@@ -174,8 +179,10 @@ class LaunchAPI:
         return self._session
 
     def _timeout(self, total: float | None, sock_read: float | None = None) -> aiohttp.ClientTimeout:
+        # `connect` bounds the wait for a pooled connection as well as connecting: with every one of
+        # `max_connections` busy (each open stream holds one), a call fails instead of queueing for ever.
         connect = self._connect_timeout if total is None else min(self._connect_timeout, total)
-        return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=sock_read)
+        return aiohttp.ClientTimeout(total=total, connect=connect, sock_read=sock_read)
 
     @contextlib.contextmanager
     def _exchange(self, method: str, route: str, template: str, timeout: float) -> Iterator[_Outcome]:

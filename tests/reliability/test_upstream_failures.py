@@ -192,3 +192,19 @@ async def test_a_broken_stream_keeps_what_was_relayed_then_ends_precisely(
     assert [json.loads(m.response.result) for m in received] == [1]
     assert caught.value.code() == code
     assert message in (caught.value.details() or "")
+
+
+async def test_a_full_connection_pool_fails_a_call_instead_of_queueing_for_ever(make_stack: StackFactory) -> None:
+    stack = await make_stack(settings={"upstream": {"max_connections": 1, "connect_timeout": 0.3}})
+    endless = pb.StreamPredictRequest(
+        endpoint_name="count", request=pb.EndpointRequest(args_json='{"n": 100000, "interval": 0.05}')
+    )
+    holder = stack.stub.StreamPredict(endless, timeout=30)
+    await holder.read()  # this stream holds the only upstream connection
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.Predict(ECHO, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "all upstream.max_connections are busy" in (caught.value.details() or "")
+    holder.cancel()
+    await stack.launch.wait_for_record(lambda r: r.path == "/v1/streaming-tasks" and r.outcome == "disconnected")
+    assert (await stack.stub.Predict(ECHO, timeout=10)).response.status == pb.TASK_STATUS_SUCCESS
