@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from gateway.config import ConfigError, Settings, load_settings, setting_names
-from gateway.logs import configure_logging
+from gateway.logs import FLUSH_INTERVAL, configure_logging, flush_logs
 
 
 def run(main: Coroutine[Any, Any, int]) -> int:
@@ -64,11 +64,20 @@ async def serve(settings: Settings, config_path: str | None) -> int:
     print(f"launch-gateway listening on {gateway.address} -> {settings.upstream.url} ({who}){metrics}", flush=True)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, gateway.reload)
+    flusher = asyncio.create_task(flush_logs_periodically())
     try:
         await until_signalled(gateway.stop)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+        flusher.cancel()
+        flush_logs()
     return 0
+
+
+async def flush_logs_periodically() -> None:
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL)
+        flush_logs()
 
 
 async def local_launch(args: argparse.Namespace) -> int:

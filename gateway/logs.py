@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import sys
 import time
 from typing import Any
@@ -19,9 +20,18 @@ ACCESS = logging.getLogger("gateway.access")
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, and any `fields` passed as extra."""
 
+    _second = -1
+    _stamp = ""
+
+    def _time(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:  # strftime once a second, not once a line
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "time": self._time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -48,10 +58,30 @@ class HumanFormatter(logging.Formatter):
         return text
 
 
+class BufferedHandler(logging.handlers.MemoryHandler):
+    """Lines are written in batches: when 512 are waiting, at a warning or worse, and on `flush()`.
+
+    One write per line would be a system call per RPC; the server also flushes every
+    `FLUSH_INTERVAL` seconds, so a quiet gateway's lines are not held back for long.
+    """
+
+    def __init__(self, target: logging.Handler) -> None:
+        super().__init__(capacity=512, flushLevel=logging.WARNING, target=target, flushOnClose=True)
+
+
+FLUSH_INTERVAL = 0.5
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Send every log record to stderr in the chosen format (replaces earlier handlers)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else HumanFormatter())
+    """Send every log record to stderr in the chosen format, in batches (replaces earlier handlers)."""
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(JsonFormatter() if fmt == "json" else HumanFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [BufferedHandler(stream)]
     root.setLevel(level.upper())
+
+
+def flush_logs() -> None:
+    """Write out what the buffered handlers hold."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
