@@ -2,7 +2,9 @@
 
 It serves `launch_gateway.v1.EndpointService/Predict` (so one pre-framed h2load body drives both),
 parses the request, echoes its `args` as JSON text and does nothing else, on uvloop as the gateway
-does. `python -m bench.echo_server --port 0` prints `echo server listening on HOST:PORT`.
+does. Its StreamPredict sends `args.n` ready-made messages as fast as grpc.aio writes them: the
+ceiling for the gateway's streaming relay.
+`python -m bench.echo_server --port 0` prints `echo server listening on HOST:PORT`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -26,6 +29,15 @@ class EchoService(pb_grpc.EndpointServiceServicer):
         return pb.PredictResponse(
             response=pb.EndpointResponse(status=pb.TASK_STATUS_SUCCESS, result=result, status_code=200)
         )
+
+    async def StreamPredict(  # noqa: N802
+        self, request: pb.StreamPredictRequest, context: Any
+    ) -> AsyncIterator[pb.StreamPredictResponse]:
+        n = int(json.loads(request.request.args_json or "{}").get("n", 0))
+        for i in range(n):
+            yield pb.StreamPredictResponse(
+                response=pb.EndpointResponse(status=pb.TASK_STATUS_SUCCESS, result=f'{{"i":{i}}}', status_code=200)
+            )
 
 
 async def serve(host: str, port: int) -> None:

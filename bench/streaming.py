@@ -33,7 +33,7 @@ def stream_request(endpoint: str, args: dict[str, object]) -> pb.StreamPredictRe
 
 async def measure(harness: Harness) -> None:
     sizes = harness.sizes
-    launch, gateway = await harness.launch(), await harness.gateway()
+    launch, gateway, echo = await harness.launch(), await harness.gateway(), await harness.echo()
     n = sizes.stream_events
     count_args = {"n": n, "interval": 0}
     grpc_body = h2load.grpc_frame(stream_request("count", count_args))
@@ -74,6 +74,15 @@ async def measure(harness: Harness) -> None:
                 http1=True,
             )
             rate(f"direct h2load {streams}", n * streams / r.seconds)
+            r = await h2load.run(
+                f"http://{echo.address}{STREAM_PATH}",
+                grpc_body,
+                headers=h2load.GRPC_HEADERS,
+                clients=1,
+                streams=streams,
+                requests=streams,
+            )
+            rate(f"echo h2load {streams}", n * streams / r.seconds)
         count, seconds = await drivers.grpc_stream_throughput(gateway.address, stream_request("count", count_args))
         if count != n:
             problems[f"grpc.aio read {count} of {n} events"] += 1
@@ -101,6 +110,14 @@ async def measure(harness: Harness) -> None:
             reference=rates[f"direct h2load {streams}"],
             target=f">= {TARGET_EVENTS:,} events/s",
             check=lambda f: f.value.median >= TARGET_EVENTS,
+        )
+        add(
+            SECTION,
+            f"StreamPredict events/s, {streams} stream{'s' if streams > 1 else ''} (h2load)",
+            "events/s",
+            rates[f"gateway h2load {streams}"],
+            reference_name="bare grpc.aio stream of ready messages (the ceiling)",
+            reference=rates[f"echo h2load {streams}"],
         )
     add(
         SECTION,
