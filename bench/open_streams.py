@@ -6,10 +6,10 @@ when all are open, against the same process's RSS before the first one (its refe
 memory runs open `RAMP` streams at a time, each batch once the one before has its first events.
 
 Every open stream holds one upstream HTTP/1.1 connection, and the gateway pools at most
-`upstream.max_connections` (256 by default): streams beyond that wait for a connection and never
-open. So the memory runs raise the setting to the stream count; one extra run keeps the default
-and reports how many streams open at all, and one opens every stream at once (a burst meets
-grpc-core's pending-request limit before the gateway sees the calls).
+`upstream.max_connections` (1,024 by default): streams beyond that fail UNAVAILABLE after the
+connect timeout. So the memory runs raise the setting to the stream count; one extra run keeps the
+default and reports how many streams open at all, and one opens every stream at once (a burst that
+grpc-core's pending-request limits, `server.max_pending_requests`, must make room for).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from bench.harness import Harness
 from bench.processes import gateway_config, start_gateway, start_local_launch
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+from gateway.config import UpstreamSettings
 
 SECTION = "open streams"
 CHANNELS = 10
@@ -154,7 +155,7 @@ async def measure(harness: Harness) -> None:
     )
     add(
         SECTION,
-        "streams open with the default upstream.max_connections (256)",
+        f"streams open with the default upstream.max_connections ({UpstreamSettings().max_connections:,})",
         "streams",
         [float(default.opened)],
         reference_name="asked for",
