@@ -69,14 +69,10 @@ class GatewayClient(ClientBase):
         except NotFoundError:
             return None
         model_endpoint = ModelEndpoint.from_proto(reply.endpoint)
-        kinds: dict[str, type[SyncEndpoint] | type[AsyncEndpoint] | type[StreamingEndpoint]] = {
-            "sync": SyncEndpoint,
-            "async": AsyncEndpoint,
-            "streaming": StreamingEndpoint,
-        }
-        if model_endpoint.endpoint_type not in kinds:
-            raise ValueError(f"endpoint {endpoint_name!r} has an unknown type")
-        return kinds[model_endpoint.endpoint_type](model_endpoint, self)
+        kinds: dict[str, type[SyncEndpoint | AsyncEndpoint | StreamingEndpoint]] = {
+            "sync": SyncEndpoint, "async": AsyncEndpoint, "streaming": StreamingEndpoint,
+        }  # fmt: skip
+        return kinds[model_endpoint.kind()](model_endpoint, self)
 
 
 class Endpoint:

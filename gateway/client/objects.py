@@ -190,6 +190,12 @@ class ModelEndpoint:
     def from_proto(cls, message: pb.Endpoint) -> ModelEndpoint:
         return cls(message.name, message.id, KIND_NAMES.get(message.kind, "unknown"), message.status)
 
+    def kind(self) -> str:
+        """The endpoint's kind; ValueError for one this SDK does not know."""
+        if self.endpoint_type not in ("sync", "async", "streaming"):
+            raise ValueError(f"endpoint {self.name!r} has an unknown type")
+        return self.endpoint_type
+
 
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "UNDEFINED"})
 
