@@ -244,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from gateway.demo import demo
 
+            configure_logging("WARNING", "human")  # the calls' own output is the show; warnings still appear
+
             return run(demo(once=args.once))
         if args.command == "health":
             return run(check_health(args))
