@@ -67,7 +67,12 @@ def endpoint_from_record(record: Mapping[str, Any]) -> pb.Endpoint:
 
 def struct_to_python(struct: struct_pb2.Struct, path: str) -> dict[str, Any]:
     """A Struct as Python values, integral numbers within +/-2^53 as ints."""
-    return {key: _value_to_python(value, f"{path}.{key}") for key, value in struct.fields.items()}
+    return {key: _value_to_python(value, _member(path, key)) for key, value in struct.fields.items()}
+
+
+def _member(path: str, key: str) -> str:
+    """`path.key`, or `path["key"]` when the key is not a plain name (empty, dotted, spaced...)."""
+    return f"{path}.{key}" if key.isidentifier() else f"{path}[{json.dumps(key)}]"
 
 
 def _value_to_python(value: struct_pb2.Value, path: str) -> Any:

@@ -183,3 +183,9 @@ def test_endpoint_records_give_kind_and_status() -> None:
     assert (endpoint.id, endpoint.name, endpoint.kind, endpoint.status) == ("end_1", "e", STREAMING, "READY")
     with pytest.raises(UpstreamProtocolError):
         endpoint_from_record({"name": "e"})
+
+
+def test_paths_quote_keys_that_are_not_plain_names() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        to_upstream_body(request_with_args({"": {"a b": [float("inf")]}}), SYNC)
+    assert caught.value.field == 'request.args[""]["a b"][0]'

@@ -18,7 +18,7 @@ from tests.edge.conftest import KEY_A
 from tests.reliability.conftest import ThreadedStack
 
 AUTH = (("authorization", f"Bearer {KEY_A}"),)
-FIELD = re.compile(r"^(request(\.[A-Za-z0-9_]+|\[\d+\])*|endpoint_name|task_id|timeout|authorization): ")
+FIELD = re.compile(r'^(request(\.\w+|\[\d+\]|\["(?:[^"\\]|\\.)*"\])*|endpoint_name|task_id|timeout|authorization): ')
 # What a malformed or refused request may end in, by design (the README's failure semantics).
 CLIENT_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT,  # the message names the field
