@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from yarl import URL
 
 from gateway.breaker import CircuitBreaker
 from gateway.clock import Clock, SystemClock
@@ -155,6 +156,7 @@ class LaunchAPI:
         self._connect_timeout = connect_timeout
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[tuple[str, ...], URL] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -183,6 +185,16 @@ class LaunchAPI:
         # `max_connections` busy (each open stream holds one), a call fails instead of queueing for ever.
         connect = self._connect_timeout if total is None else min(self._connect_timeout, total)
         return aiohttp.ClientTimeout(total=total, connect=connect, sock_read=sock_read)
+
+    def _url(self, route: str, params: Mapping[str, str]) -> URL:
+        """The request URL, built once per route and query: parsing and encoding it per call is waste."""
+        key = (route, *(f"{k}={v}" for k, v in params.items()))
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= 4096:  # task ids make polls' URLs unique: keep the cache bounded
+                self._urls.clear()
+            url = self._urls[key] = URL(self._base + route).with_query(params)
+        return url
 
     @contextlib.contextmanager
     def _exchange(self, method: str, route: str, template: str, timeout: float) -> Iterator[_Outcome]:
@@ -267,8 +279,7 @@ class LaunchAPI:
         with self._exchange(method, route, template, budget) as outcome:
             async with self.session.request(
                 method,
-                self._base + route,
-                params=params,
+                self._url(route, params),
                 data=body,
                 headers=call.request_headers(_JSON_HEADERS),
                 timeout=self._timeout(budget),
@@ -390,8 +401,7 @@ class LaunchAPI:
         """POST the stream request and wait for its headers; non-2xx answers become errors here."""
         with self._exchange("POST", route, route, call.timeout) as outcome:
             response = await self.session.post(
-                self._base + route,
-                params={"model_endpoint_id": endpoint_id},
+                self._url(route, {"model_endpoint_id": endpoint_id}),
                 data=body,
                 headers=call.request_headers(_SSE_HEADERS),
                 timeout=self._timeout(None, sock_read=call.timeout),
