@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -31,6 +34,32 @@ class Stack:
 
 
 StackFactory = Callable[..., Awaitable[Stack]]
+
+LAUNCH_GATEWAY = str(Path(sys.executable).parent / "launch-gateway")  # the console script, as users run it
+
+
+class Endless:
+    """A streaming model that yields `{"i": i}` every `interval` seconds until its caller leaves.
+
+    `produced` counts what it yielded; `stopped` is set when it stops (a cancelled caller stops it).
+    """
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.produced = 0
+        self.stopped = asyncio.Event()
+
+    async def stream(self) -> AsyncIterator[dict[str, int]]:
+        try:
+            for i in range(1_000_000):
+                self.produced += 1
+                yield {"i": i}
+                await asyncio.sleep(self.interval)
+        finally:
+            self.stopped.set()
+
+    def spec(self, name: str = "endless") -> EndpointSpec:
+        return EndpointSpec(name, "streaming", self.stream)
 
 
 def upstream_calls(launch: LocalLaunchServer) -> list[RequestRecord]:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import trustme
 
 from gateway.config import setting_names
+from tests.conftest import LAUNCH_GATEWAY
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-SCRIPT = str(Path(sys.executable).parent / "launch-gateway")
 
 
 def test_every_setting_is_in_the_readme_table() -> None:
@@ -43,11 +42,11 @@ def test_the_complete_example_config_is_accepted(tmp_path: Path) -> None:
         "SEARCH_LAUNCH_KEY": "search-launch-key",
         "LAUNCH_GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0",
     }
-    result = subprocess.run([SCRIPT, "check-config", str(config)], capture_output=True, text=True, env=env)
+    result = subprocess.run([LAUNCH_GATEWAY, "check-config", str(config)], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{config}: ok"
     del env["SEARCH_LAUNCH_KEY"], env["LAUNCH_GATEWAY_REDIS_URL"]
-    result = subprocess.run([SCRIPT, "check-config", str(config)], capture_output=True, text=True, env=env)
+    result = subprocess.run([LAUNCH_GATEWAY, "check-config", str(config)], capture_output=True, text=True, env=env)
     assert result.returncode == 2
     assert "tenants.search.upstream_key_env: $SEARCH_LAUNCH_KEY is not set" in result.stderr
     assert "limits.redis_url_env: $LAUNCH_GATEWAY_REDIS_URL is not set" in result.stderr

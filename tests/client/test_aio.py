@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
 from gateway import EndpointRequest
 from gateway.client import aio
-from gateway.local_launch import EndpointSpec
-from tests.conftest import Stack, StackFactory
+from tests.conftest import Endless, Stack, StackFactory
 
 
 async def test_aio_sync_async_and_stream(stack: Stack) -> None:
@@ -42,17 +40,8 @@ async def test_aio_sync_async_and_stream(stack: Stack) -> None:
 
 
 async def test_aio_stream_exit_cancels_the_upstream(make_stack: StackFactory) -> None:
-    stopped = asyncio.Event()
-
-    async def endless() -> AsyncIterator[dict[str, int]]:
-        try:
-            for i in range(100_000):
-                yield {"i": i}
-                await asyncio.sleep(0.01)
-        finally:
-            stopped.set()
-
-    stack = await make_stack([EndpointSpec("endless", "streaming", endless)])
+    endless = Endless()
+    stack = await make_stack([endless.spec()])
     async with aio.GatewayClient(stack.gateway.address) as client:
         endpoint = await client.get_model_endpoint("endless")
         assert isinstance(endpoint, aio.StreamingEndpoint)
@@ -60,4 +49,4 @@ async def test_aio_stream_exit_cancels_the_upstream(make_stack: StackFactory) ->
             async for response in stream:
                 assert response.status == "SUCCESS"
                 break
-        await asyncio.wait_for(stopped.wait(), 5)
+        await asyncio.wait_for(endless.stopped.wait(), 5)

@@ -18,8 +18,7 @@ from gateway import (
     StreamingEndpoint,
     SyncEndpoint,
 )
-from gateway.local_launch import EndpointSpec
-from tests.conftest import Stack, StackFactory
+from tests.conftest import Endless, Stack, StackFactory
 
 
 @pytest.fixture
@@ -89,17 +88,8 @@ async def test_future_waits_with_long_polls_not_client_sleeps(stack: Stack, clie
 
 
 async def test_stream_iterates_and_early_close_stops_the_upstream(make_stack: StackFactory) -> None:
-    stopped = asyncio.Event()
-
-    async def endless() -> AsyncIterator[dict[str, int]]:
-        try:
-            for i in range(100_000):
-                yield {"i": i}
-                await asyncio.sleep(0.01)
-        finally:
-            stopped.set()
-
-    stack = await make_stack([EndpointSpec("endless", "streaming", endless)])
+    endless = Endless()
+    stack = await make_stack([endless.spec()])
     client = GatewayClient(stack.gateway.address, timeout=30)
 
     def calls() -> tuple[list[object], list[object]]:
@@ -118,7 +108,7 @@ async def test_stream_iterates_and_early_close_stops_the_upstream(make_stack: St
 
     try:
         full, first = await asyncio.to_thread(calls)
-        await asyncio.wait_for(stopped.wait(), 5)
+        await asyncio.wait_for(endless.stopped.wait(), 5)
     finally:
         client.close()
     assert full == [{"i": 0}, {"i": 1}, {"i": 2}]

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 
 import grpc
@@ -14,9 +13,8 @@ import grpc
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from gateway.local_launch import LocalLaunchServer
+from tests.conftest import LAUNCH_GATEWAY
 from tests.e2e.test_tools import ROOT, run
-
-SCRIPT = str(Path(sys.executable).parent / "launch-gateway")
 
 
 async def test_serve_listens_answers_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
@@ -24,7 +22,7 @@ async def test_serve_listens_answers_and_exits_cleanly_on_sigterm(tmp_path: Path
     config.write_text("[server]\nport = 0\n[metrics]\nport = 0\n[poll]\ninitial = 0.02\n")
     async with LocalLaunchServer(api_keys=["k-1"]) as launch:
         process = await asyncio.create_subprocess_exec(
-            SCRIPT,
+            LAUNCH_GATEWAY,
             "serve",
             "--config",
             str(config),
@@ -46,7 +44,7 @@ async def test_serve_listens_answers_and_exits_cleanly_on_sigterm(tmp_path: Path
                 request = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json='{"a":1}'))
                 reply = await stub.Predict(request, timeout=10)
             assert json.loads(reply.response.result) == {"a": 1}
-            code, out, _ = await run(SCRIPT, "health", "--address", address)
+            code, out, _ = await run(LAUNCH_GATEWAY, "health", "--address", address)
             assert (code, out.strip()) == (0, f"{address}: SERVING")
             process.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(process.wait(), 30) == 0
@@ -57,7 +55,7 @@ async def test_serve_listens_answers_and_exits_cleanly_on_sigterm(tmp_path: Path
 
 
 async def test_demo_once_shows_a_sync_an_async_and_a_streaming_call() -> None:
-    code, out, err = await run(SCRIPT, "demo", "--once", within=60)
+    code, out, err = await run(LAUNCH_GATEWAY, "demo", "--once", within=60)
     assert code == 0, err
     assert "1. sync: Predict" in out
     assert "2. async: SubmitAsync" in out
@@ -69,9 +67,9 @@ async def test_demo_once_shows_a_sync_an_async_and_a_streaming_call() -> None:
 async def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[upstream]\nauth = "magic"\n')
-    code, _, err = await run(SCRIPT, "check-config", str(config))
+    code, _, err = await run(LAUNCH_GATEWAY, "check-config", str(config))
     assert code == 2
     assert "upstream.auth: must be one of service, forward" in err
     config.write_text('[upstream]\nurl = "http://127.0.0.1:1"\n')
-    code, out, _ = await run(SCRIPT, "check-config", str(config))
+    code, out, _ = await run(LAUNCH_GATEWAY, "check-config", str(config))
     assert (code, out.strip()) == (0, f"{config}: ok")

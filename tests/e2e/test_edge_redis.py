@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,10 @@ from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from gateway.local_launch import LocalLaunchServer
 from gateway.tenants import hash_key
-from tests.conftest import StackFactory
+from tests.conftest import LAUNCH_GATEWAY, StackFactory
 from tests.e2e.test_tools import ROOT
 from tests.redis_server import RedisServer
 
-SCRIPT = str(Path(sys.executable).parent / "launch-gateway")
 TEAM_KEY = "gw-key-redis-team-0123456789"
 LAUNCH_KEY = "launch-key-of-the-redis-team"
 HANDLE_SECRET = "handle-secret-0123456789abcdef"
@@ -82,7 +80,7 @@ async def start_serve(
     """`launch-gateway serve` as a process; its address from the first line it prints."""
     with stderr.open("wb") as err:  # a file, not a pipe: nobody has to drain it
         process = await asyncio.create_subprocess_exec(
-            *(SCRIPT, "serve", "--config", str(config), "--upstream", upstream, "--port", "0"),
+            *(LAUNCH_GATEWAY, "serve", "--config", str(config), "--upstream", upstream, "--port", "0"),
             stdout=asyncio.subprocess.PIPE,
             stderr=err,
             cwd=ROOT,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grp
 from gateway.client import aio
 from gateway.client.objects import EndpointRequest
 from gateway.upstream import PROBE_NAME
-from tests.conftest import Stack, StackFactory
+from tests.conftest import LAUNCH_GATEWAY, Stack, StackFactory
 from tests.e2e.test_tools import run
 
 LAUNCH_KEY_A = "launch-key-of-client-a"
@@ -35,9 +34,6 @@ TENANTS = {
         "upstream_key_env": "CLIENT_A_LAUNCH_KEY",
     }
 }
-
-
-HEALTH = str(Path(sys.executable).parent / "launch-gateway")
 
 
 @dataclass
@@ -104,9 +100,9 @@ async def test_tls_gateway_answers_a_client_that_trusts_its_ca(make_stack: Stack
 async def test_health_command_checks_a_tls_gateway(make_stack: StackFactory, certs: Certs) -> None:
     stack = await make_stack(settings={"server": server_tls(certs)})
     address = stack.gateway.address
-    code, out, _ = await run(HEALTH, "health", "--address", address, "--ca-file", str(certs.ca_file))
+    code, out, _ = await run(LAUNCH_GATEWAY, "health", "--address", address, "--ca-file", str(certs.ca_file))
     assert (code, out.strip()) == (0, f"{address}: SERVING")
-    code, _, err = await run(HEALTH, "health", "--address", address, "--timeout", "2")
+    code, _, err = await run(LAUNCH_GATEWAY, "health", "--address", address, "--timeout", "2")
     assert code == 1
     assert "UNAVAILABLE" in err
 

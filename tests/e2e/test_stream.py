@@ -11,7 +11,7 @@ import pytest
 
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway.local_launch import EndpointSpec
-from tests.conftest import StackFactory
+from tests.conftest import Endless, StackFactory
 
 
 def stream_request(endpoint: str, **args: object) -> pb.StreamPredictRequest:
@@ -52,19 +52,8 @@ async def test_builtin_count_stream_relays_every_event_with_status(make_stack: S
 
 
 async def test_caller_cancel_mid_stream_stops_the_predict_function(make_stack: StackFactory) -> None:
-    stopped = asyncio.Event()
-    produced: list[int] = []
-
-    async def endless() -> AsyncIterator[dict[str, int]]:
-        try:
-            for i in range(10_000):
-                produced.append(i)
-                yield {"i": i}
-                await asyncio.sleep(0.01)
-        finally:
-            stopped.set()
-
-    stack = await make_stack([EndpointSpec("endless", "streaming", endless)])
+    endless = Endless()
+    stack = await make_stack([endless.spec()])
     call = stack.stub.StreamPredict(stream_request("endless"), timeout=30)
     received = 0
     async for _ in call:
@@ -72,8 +61,8 @@ async def test_caller_cancel_mid_stream_stops_the_predict_function(make_stack: S
         if received == 3:
             break
     call.cancel()
-    await asyncio.wait_for(stopped.wait(), 5)
-    assert len(produced) < 10_000
+    await asyncio.wait_for(endless.stopped.wait(), 5)
+    assert endless.produced < 1_000_000
     record = await stack.launch.wait_for_record(lambda r: r.path == "/v1/streaming-tasks")
     assert await record.wait_done(5) == "disconnected"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,10 @@ from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from gateway.local_launch import LocalLaunchServer
 from gateway.tenants import hash_key
-from tests.conftest import StackFactory
+from tests.conftest import LAUNCH_GATEWAY, StackFactory
 from tests.edge.conftest import ENV, HANDLE_SECRET, KEY_A, LAUNCH_KEY_A, bearer
 
 KEY_C = "gw-key-team-a-rotated-555"
-SCRIPT = str(Path(sys.executable).parent / "launch-gateway")
 ECHO = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
 
 
@@ -45,7 +43,7 @@ async def test_sighup_reloads_and_calls_in_flight_keep_their_config(tmp_path: Pa
     config.write_text(config_text(KEY_A))
     async with LocalLaunchServer(api_keys=[LAUNCH_KEY_A]) as launch:
         process = await asyncio.create_subprocess_exec(
-            SCRIPT, "serve", "--config", str(config), "--upstream", launch.url,
+            LAUNCH_GATEWAY, "serve", "--config", str(config), "--upstream", launch.url,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **ENV},
         )  # fmt: skip
         assert process.stdout is not None

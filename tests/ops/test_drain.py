@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -14,25 +12,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from gateway.local_launch import EndpointSpec, LocalLaunchServer, builtin_endpoints
-
-SCRIPT = str(Path(sys.executable).parent / "launch-gateway")
-
-
-async def endless() -> AsyncIterator[dict[str, int]]:
-    for i in range(100_000):
-        yield {"i": i}
-        await asyncio.sleep(0.05)
+from gateway.local_launch import LocalLaunchServer, builtin_endpoints
+from tests.conftest import LAUNCH_GATEWAY, Endless
 
 
 async def test_sigterm_drains_without_dropping_a_call(tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text("[server]\nport = 0\ngrace_period = 3.0\n[metrics]\nport = 0\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCH_GATEWAY_")}
-    specs = [*builtin_endpoints(), EndpointSpec("endless", "streaming", endless)]
+    specs = [*builtin_endpoints(), Endless(interval=0.05).spec()]
     async with LocalLaunchServer(specs) as launch:
         process = await asyncio.create_subprocess_exec(
-            SCRIPT, "serve", "--config", str(config), "--upstream", launch.url,
+            LAUNCH_GATEWAY, "serve", "--config", str(config), "--upstream", launch.url,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
         )  # fmt: skip
         try:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway.local_launch import EndpointSpec
-from tests.conftest import Stack, StackFactory
+from tests.conftest import Endless, Stack, StackFactory
 from tests.ops.conftest import http_get, samples
 
 SERVICE = "launch_gateway.v1.EndpointService"
@@ -43,17 +41,9 @@ async def mixed_traffic(stack: Stack) -> None:
     await stack.launch.wait_for_record(lambda r: r.path == "/v1/streaming-tasks" and r.outcome == "disconnected")
 
 
-async def endless() -> AsyncIterator[dict[str, int]]:
-    for i in range(100_000):
-        yield {"i": i}
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def traffic_stack(make_stack: StackFactory) -> Stack:
-    stack = await make_stack(
-        [EndpointSpec("endless", "streaming", endless)], settings={"metrics": {"endpoints": ["echo", "count"]}}
-    )
+    stack = await make_stack([Endless().spec()], settings={"metrics": {"endpoints": ["echo", "count"]}})
     await mixed_traffic(stack)
     return stack
 

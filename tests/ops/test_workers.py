@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -14,9 +13,9 @@ import grpc
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
 from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from gateway.local_launch import LocalLaunchServer
+from tests.conftest import LAUNCH_GATEWAY
 from tests.ops.conftest import samples
 
-SCRIPT = str(Path(sys.executable).parent / "launch-gateway")
 ECHO = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
 OK = 'grpc_code="OK",grpc_method="Predict",grpc_service="launch_gateway.v1.EndpointService",grpc_type="unary"'
 
@@ -25,7 +24,7 @@ async def test_workers_share_the_port_and_sum_their_metrics(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LAUNCH_GATEWAY_", "PROMETHEUS_"))}
     async with LocalLaunchServer() as launch:
         process = await asyncio.create_subprocess_exec(
-            SCRIPT, "serve", "--upstream", launch.url, "--port", "0", "--metrics.port", "0", "--workers", "2",
+            LAUNCH_GATEWAY, "serve", "--upstream", launch.url, "--port", "0", "--metrics.port", "0", "--workers", "2",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
         )  # fmt: skip
         try:
