@@ -18,6 +18,7 @@ from gateway import (
     StreamingEndpoint,
     SyncEndpoint,
 )
+from gateway.local_launch import Faults
 from tests.conftest import Endless, Stack, StackFactory
 
 
@@ -150,3 +151,25 @@ async def test_rpc_errors_keep_code_and_message(client: GatewayClient) -> None:
             gone.predict(EndpointRequest(args={}))
 
     await asyncio.to_thread(calls)
+
+
+async def test_predict_batch_has_every_submission_in_flight_at_once(make_stack: StackFactory) -> None:
+    stack = await make_stack(workers=64)
+    launch = stack.launch
+    client = GatewayClient(stack.gateway.address, timeout=30)
+    endpoint = await asyncio.to_thread(endpoint_of, client, "echo-async")
+    assert isinstance(endpoint, AsyncEndpoint)
+    launch.faults = Faults(latency=0.5)  # each submission is held at the upstream for a while
+
+    def open_submissions(_: object) -> bool:
+        return sum(r.path == "/v1/async-tasks" and r.outcome == "open" for r in launch.records) >= 20
+
+    try:
+        batch = asyncio.ensure_future(
+            asyncio.to_thread(endpoint.predict_batch, [EndpointRequest(args={"i": i}) for i in range(20)])
+        )
+        # One after another, no two submissions would ever be open together.
+        await launch.wait_for_record(open_submissions, timeout=10)
+        assert len(await batch) == 20
+    finally:
+        client.close()
