@@ -129,10 +129,10 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         edge = self._edges()
         metadata = context.invocation_metadata()
         record = current_call()
+        assert record is not None, "every RPC runs inside its boundary, which opens the record"
         subjects = peer_subjects(context) if edge.tenants.has_subjects else ()
         caller = self._gate.identify(edge, metadata, subjects)
-        if record is not None:
-            record.tenant = caller.name
+        record.tenant = caller.name
         task = None
         if task_id is not None:
             if not task_id:
@@ -144,17 +144,12 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         elif not endpoint:
             raise InvalidArgument("endpoint_name", "must not be empty")
         if endpoint:
-            if record is not None:
-                record.endpoint = self.telemetry.endpoint_label(endpoint)
+            record.endpoint = self.telemetry.endpoint_label(endpoint)
             self._gate.authorize(caller, endpoint)
         admission = await self._gate.limit(caller, endpoint, kind)
         try:
-            headers = dict(passed_through_headers(metadata))
-            if record is not None:
-                headers["x-request-id"] = record.request_id
-                await context.send_initial_metadata((("x-request-id", record.request_id), *admission.headers))
-            elif admission.headers:
-                await context.send_initial_metadata(admission.headers)
+            headers = {**passed_through_headers(metadata), "x-request-id": record.request_id}
+            await context.send_initial_metadata((("x-request-id", record.request_id), *admission.headers))
             call = UpstreamCall(
                 authorization=caller.credential.authorization,
                 timeout=self._budget(context, default_timeout),
