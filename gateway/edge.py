@@ -31,7 +31,7 @@ from gateway.credentials import Credential, credential_for_key
 from gateway.errors import Code, GatewayError, InvalidArgument, Unauthenticated
 from gateway.handles import TaskHandles, parse_secrets
 from gateway.metadata import Metadata, presented_api_key
-from gateway.ratelimit import Decision, RateLimiter
+from gateway.ratelimit import Decision, Rate, RateLimiter
 from gateway.telemetry import Telemetry
 from gateway.tenants import Tenant, TenantDirectory
 
@@ -176,14 +176,14 @@ class Gate:
         tenant = caller.tenant
         if tenant is None:
             return Admission()
-        checks = []
+        checks: list[tuple[str, Rate, str]] = []  # (bucket key, rate, what a refusal names)
         if tenant.rate is not None:
-            checks.append((f"t:{tenant.name}", tenant.rate))
+            checks.append((f"t:{tenant.name}", tenant.rate, ""))
         matched = tenant.endpoint_rate(endpoint) if endpoint else None
         if matched is not None:
-            checks.append((f"t:{tenant.name}:e:{matched[0]}", matched[1]))
+            checks.append((f"t:{tenant.name}:e:{matched[0]}", matched[1], f" on endpoint {endpoint!r}"))
         tightest: Decision | None = None
-        for key, rate in checks:
+        for key, rate, scope in checks:
             decision = await self._limiter.check(key, rate)
             result = (
                 ("allowed" if decision.allowed else "limited")
@@ -197,7 +197,6 @@ class Gate:
                     retry_after=decision.retry_after,
                 )
             if not decision.allowed:
-                scope = "" if key.count(":") == 1 else f" on endpoint {endpoint!r}"
                 raise LimitExceeded(
                     f"rate limit exceeded for tenant {tenant.name!r}{scope} "
                     f"({rate.per_second:g}/s, burst {rate.burst}); retry after {decision.retry_after:.2f} s",
