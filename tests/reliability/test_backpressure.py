@@ -26,16 +26,16 @@ async def test_a_paused_reader_stops_the_upstream(make_stack: StackFactory) -> N
     request = pb.StreamPredictRequest(endpoint_name="firehose", request=pb.EndpointRequest(args_json="{}"))
     call = stack.stub.StreamPredict(request, timeout=60)
     await call.read()  # the stream is flowing; now the reader pauses
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)  # the buffers between fill (HTTP/2 windows grow for a while)
     first = produced
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)
     held = produced
     # What sits between the model and the paused reader (two loopback TCP buffers, the HTTP/2 flow-control
     # window, aiohttp's read buffer, the local server's write buffer) is some MB, and it stops growing;
     # a million events of ~230 bytes would be ~230 MB if the gateway read on regardless.
     assert held < TOTAL // 20
     assert held * (len(PAYLOAD) + 30) < 16 * 1024 * 1024
-    assert held - first < TOTAL // 100
+    assert held - first < TOTAL // 100  # filled: the upstream has (all but) stopped
     # Reading again lets the stream continue.
     for _ in range(held + 1000):  # what was held is read, and production resumes
         await call.read()
