@@ -26,9 +26,16 @@ async def test_a_paused_reader_stops_the_upstream(make_stack: StackFactory) -> N
     request = pb.StreamPredictRequest(endpoint_name="firehose", request=pb.EndpointRequest(args_json="{}"))
     call = stack.stub.StreamPredict(request, timeout=60)
     await call.read()  # the stream is flowing; now the reader pauses
-    await asyncio.sleep(1.0)  # the buffers between fill (HTTP/2 windows grow for a while)
-    first = produced
-    await asyncio.sleep(1.0)
+    # The buffers between fill for a while (TCP and HTTP/2 windows grow); wait, bounded, until the
+    # upstream has produced nothing for a second.
+    first, quiet = produced, 0
+    for _ in range(40):
+        await asyncio.sleep(0.25)
+        quiet = quiet + 1 if produced == first else 0
+        first = produced
+        if quiet == 4:
+            break
+    await asyncio.sleep(0.5)
     held = produced
     # What sits between the model and the paused reader (two loopback TCP buffers, the HTTP/2 flow-control
     # window, aiohttp's read buffer, the local server's write buffer) is some MB, and it stops growing;
