@@ -6,7 +6,7 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY gateway ./gateway
+COPY launch_gateway ./launch_gateway
 RUN pip install . && useradd --system --uid 10001 --home-dir /app gateway
 
 USER gateway

@@ -41,7 +41,7 @@ lint: $(STAMP) node-deps
 	$(BIN)/mypy
 	cd protos && ../node_modules/.bin/buf lint
 
-## proto: regenerate gateway/_proto from protos/
+## proto: regenerate launch_gateway/v1 from protos/
 proto: $(STAMP)
 	$(BIN)/python tools/proto.py
 

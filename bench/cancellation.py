@@ -22,8 +22,8 @@ import grpc
 from bench import drivers
 from bench.harness import Harness
 from bench.stats import percentile
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 
 SECTION = "cancellation"
 SIGNAL_TIMEOUT = 5.0

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import grpc
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 
 SSE_SEPARATOR = b"\r\n\r\n"
 

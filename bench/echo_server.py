@@ -18,8 +18,8 @@ from typing import Any
 import grpc
 import uvloop
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 
 
 class EchoService(pb_grpc.EndpointServiceServicer):

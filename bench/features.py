@@ -24,7 +24,7 @@ from bench import h2load
 from bench.harness import Harness
 from bench.processes import Gateway, gateway_config, handled_codes, start_gateway
 from bench.unary import PREDICT_PATH, cpu_during, predict_request
-from gateway.tenants import hash_key
+from launch_gateway.server.access.tenants import hash_key
 
 SECTION = "edge features"
 API_KEY = "bench-caller-key-0123456789"

@@ -3,7 +3,7 @@
 `LaunchLikeClient` calls the local Launch server directly, as `launch.LaunchClient` would: a name
 lookup (`GET /v1/model-endpoints?name=`) before every call, then the task route, and for async
 results a poll of `GET /v1/async-tasks/{id}` every flat 2 s while PENDING or STARTED (launch-http-
-api.md §1, §6). The gateway side is this project's asyncio SDK (`gateway.client.aio`) as a user
+api.md §1, §6). The gateway side is this project's asyncio SDK (`launch_gateway.client.aio`) as a user
 writes it: one `get_model_endpoint`, then `predict` per call and `future.get()` for async results.
 
 Sync: one caller, `launch_sync_calls` calls per round. Async: `launch_async_tasks` tasks at once
@@ -23,8 +23,8 @@ import aiohttp
 
 from bench.harness import Harness
 from bench.stats import percentile
-from gateway.client.aio import AsyncEndpoint, GatewayClient, SyncEndpoint
-from gateway.client.objects import EndpointRequest
+from launch_gateway.client.aio import AsyncEndpoint, GatewayClient, SyncEndpoint
+from launch_gateway.client.objects import EndpointRequest
 
 SECTION = "Launch-client comparison"
 POLL_SECONDS = 2.0  # the Launch client's flat sleep between polls

@@ -26,9 +26,9 @@ import grpc
 from bench import drivers
 from bench.harness import Harness
 from bench.processes import gateway_config, start_gateway, start_local_launch
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from gateway.config import UpstreamSettings
+from launch_gateway.server.settings import UpstreamSettings
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 
 SECTION = "open streams"
 CHANNELS = 10

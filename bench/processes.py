@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.local_launch.endpoints import endpoint_id
+from launch_gateway.testing.local_launch.endpoints import endpoint_id
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -32,9 +32,9 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # What the local Launch server serves during a run: the built-in examples the issue names, and the
 # bench's own functions (bench/endpoints.py).
 BENCH_ENDPOINTS = (
-    "echo=sync:gateway.local_launch.examples:echo",
-    "echo-async=async:gateway.local_launch.examples:echo_async",
-    "count=streaming:gateway.local_launch.examples:count",
+    "echo=sync:launch_gateway.testing.local_launch.examples:echo",
+    "echo-async=async:launch_gateway.testing.local_launch.examples:echo_async",
+    "count=streaming:launch_gateway.testing.local_launch.examples:count",
     "paced=streaming:bench.endpoints:paced",
     "hold=sync:bench.endpoints:hold",
     "hold-stream=streaming:bench.endpoints:hold_stream",

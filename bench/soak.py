@@ -49,14 +49,14 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from gateway.config import build_settings
-from gateway.errors import code_for_http_status
-from gateway.local_launch import Faults, LocalLaunchServer, RequestRecord, parse_fault
-from gateway.local_launch.faults import retry_after_header
-from gateway.server import GatewayServer
-from gateway.tenants import hash_key
+from launch_gateway.server.access.tenants import hash_key
+from launch_gateway.server.app import GatewayServer
+from launch_gateway.server.errors import code_for_http_status
+from launch_gateway.server.settings import build_settings
+from launch_gateway.testing.local_launch import Faults, LocalLaunchServer, RequestRecord, parse_fault
+from launch_gateway.testing.local_launch.faults import retry_after_header
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 
 Status = grpc.StatusCode
 
@@ -100,7 +100,7 @@ DEFAULT_FAULTS = (
 
 CUT_FAULTS = frozenset({"cut_body", "cut_body_after_create", "cut_stream"})
 BAD_OUTPUT_FAULTS = frozenset({"bad_json", "wrong_content_type"})
-# What an INTERNAL message must say about bad upstream output (gateway/upstream.py, gateway/service.py).
+# What an INTERNAL message must say about bad upstream output (server/upstream/launch_api.py, server/service.py).
 BAD_OUTPUT_WORDS = ("invalid JSON", "not text/event-stream", "is not JSON")
 
 

@@ -20,7 +20,7 @@ from bench import drivers, h2load
 from bench.harness import Harness
 from bench.processes import handled_codes
 from bench.stats import percentile
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 
 SECTION = "streaming"
 STREAM_PATH = "/launch_gateway.v1.EndpointService/StreamPredict"

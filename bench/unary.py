@@ -26,7 +26,7 @@ from bench import drivers, h2load
 from bench.harness import Harness
 from bench.processes import Gateway, Server, handled_codes
 from bench.stats import percentile
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 
 SECTION = "unary"
 ARGS = {"text": "hello", "n": 1}

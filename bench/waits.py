@@ -30,8 +30,8 @@ from bench import drivers
 from bench.harness import Harness
 from bench.processes import Gateway, gateway_config, handled_codes, start_gateway, start_local_launch
 from bench.stats import percentile
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 
 SECTION = "async waits"
 POLL_ROUTE = "/v1/async-tasks/{task_id}"

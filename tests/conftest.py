@@ -14,12 +14,12 @@ import grpc
 import pytest
 from aiohttp import web
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from gateway.clock import Clock
-from gateway.config import build_settings
-from gateway.local_launch import EndpointSpec, LocalLaunchServer, RequestRecord, builtin_endpoints
-from gateway.server import GatewayServer
-from gateway.upstream import PROBE_NAME
+from launch_gateway.server.app import GatewayServer
+from launch_gateway.server.clock import Clock
+from launch_gateway.server.settings import build_settings
+from launch_gateway.server.upstream.launch_api import PROBE_NAME
+from launch_gateway.testing.local_launch import EndpointSpec, LocalLaunchServer, RequestRecord, builtin_endpoints
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from tests.redis_server import redis_server as redis_server  # a fixture for every test
 
 

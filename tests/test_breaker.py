@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.breaker import CircuitBreaker, State
-from gateway.errors import UpstreamUnavailable
+from launch_gateway.server.errors import UpstreamUnavailable
+from launch_gateway.server.upstream.breaker import CircuitBreaker, State
 
 
 class Now:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.concurrency import ConcurrencyLimiter, Lease
+from launch_gateway.server.limits.concurrency import ConcurrencyLimiter, Lease
 
 
 def test_acquire_up_to_the_cap_then_refuse_at_once() -> None:

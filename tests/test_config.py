@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, build_settings, env_var, load_settings, setting_names
+from launch_gateway.server.settings import ConfigError, build_settings, env_var, load_settings, setting_names
 
 
 def test_defaults_need_no_file() -> None:

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.cli import build_parser
-from gateway.config import ConfigError, Settings, build_settings
-from gateway.edge import load_edge
+from launch_gateway.cli import build_parser
+from launch_gateway.server.admission import load_edge
+from launch_gateway.server.settings import ConfigError, Settings, build_settings
 from tests.conftest import Stack
 from tests.ops.conftest import http_get
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from gateway.errors import HTTP_TO_GRPC, Code, code_for_http_status, describe_error_body, error_from_http
+from launch_gateway.server.errors import HTTP_TO_GRPC, Code, code_for_http_status, describe_error_body, error_from_http
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.ratelimit import Decision, MemoryRateLimiter, Rate, RateLimiter, take
+from launch_gateway.server.limits.buckets import Decision, MemoryRateLimiter, Rate, RateLimiter, take
 
 RATE = Rate(per_second=2.0, burst=4)  # a token every 0.5 s, four held
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trustme
 
-from gateway.config import setting_names
+from launch_gateway.server.settings import setting_names
 from tests.conftest import LAUNCH_GATEWAY
 
 ROOT = Path(__file__).resolve().parents[1]

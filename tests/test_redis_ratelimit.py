@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.ratelimit import Decision, Rate, take
-from gateway.redis_ratelimit import RedisRateLimiter
+from launch_gateway.server.limits.buckets import Decision, Rate, take
+from launch_gateway.server.limits.redis_buckets import RedisRateLimiter
 from tests.redis_server import RedisServer
 
 RATE = Rate(per_second=2.0, burst=4)
-LOGGER = "gateway.redis_ratelimit"
+LOGGER = "launch_gateway.server.limits.redis_buckets"
 
 
 class Now:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway.errors import InvalidArgument, UpstreamProtocolError
-from gateway.translate import endpoint_from_record, to_endpoint_response, to_upstream_body
+from launch_gateway.server.errors import InvalidArgument, UpstreamProtocolError
+from launch_gateway.server.upstream.translate import endpoint_from_record, to_endpoint_response, to_upstream_body
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 
 SYNC, ASYNC, STREAMING = pb.ENDPOINT_KIND_SYNC, pb.ENDPOINT_KIND_ASYNC, pb.ENDPOINT_KIND_STREAMING
 

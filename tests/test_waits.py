@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway.config import PollSettings
-from gateway.errors import UpstreamUnavailable
-from gateway.waits import TaskWaits
+from launch_gateway.server.errors import UpstreamUnavailable
+from launch_gateway.server.settings import PollSettings
+from launch_gateway.server.upstream.waits import TaskWaits
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 
 
 class FakeClock:

@@ -1,8 +1,10 @@
-"""Generate the Python modules for `protos/` into `gateway/_proto/` (`make proto`).
+"""Generate the Python modules for `protos/` into `launch_gateway/v1/` (`make proto`).
 
-protoc sees `protos/` under the virtual path `gateway/_proto`, so the generated modules import
-each other as `gateway._proto.launch_gateway.v1...`: no top-level package is created and no
-sys.path tricks are needed. `--check` regenerates into a temporary folder and fails on drift.
+protoc runs with `-Iprotos`, so each descriptor carries its canonical path
+(`launch_gateway/v1/endpoint_service.proto`) and the modules land where that path puts them: the
+proto package `launch_gateway.v1` is our package's `v1` subpackage. A user's own stubs generated from
+`protos/` register the same file under the same name, so both load in one interpreter. `--check`
+regenerates into a temporary folder and fails on drift.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
-PACKAGE = "gateway/_proto"
+PACKAGE = "launch_gateway/v1"  # where protoc writes, relative to the output root
 
 
 def generate(out_root: Path) -> Path:
@@ -31,7 +33,7 @@ def generate(out_root: Path) -> Path:
             sys.executable,
             "-m",
             "grpc_tools.protoc",
-            f"-I{PACKAGE}={PROTOS}",
+            f"-I{PROTOS}",
             f"--python_out={out_root}",
             f"--grpc_python_out={out_root}",
             f"--mypy_out={out_root}",

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from gateway import EndpointRequest
-from gateway.client import aio
+from launch_gateway import EndpointRequest
+from launch_gateway.client import aio
 from tests.conftest import Endless, Stack, StackFactory
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway import (
+from launch_gateway import (
     AsyncEndpoint,
     EndpointRequest,
     FailedPreconditionError,
@@ -18,7 +18,7 @@ from gateway import (
     StreamingEndpoint,
     SyncEndpoint,
 )
-from gateway.local_launch import Faults
+from launch_gateway.testing.local_launch import Faults
 from tests.conftest import Endless, Stack, StackFactory
 
 

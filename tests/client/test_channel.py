@@ -16,7 +16,7 @@ import grpc
 import pytest
 import trustme
 
-from gateway import (
+from launch_gateway import (
     AsyncEndpoint,
     EndpointRequest,
     EndpointResponseFuture,
@@ -25,9 +25,9 @@ from gateway import (
     SyncEndpoint,
     UnavailableError,
 )
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from gateway.client import ModelEndpoint
+from launch_gateway.client import ModelEndpoint
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 DONE = pb.EndpointResponse(status=pb.TASK_STATUS_SUCCESS, result="1", task_id="t")

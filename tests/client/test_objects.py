@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from gateway import EndpointRequest, EndpointResponse, EndpointResponseFuture, EndpointResponseStream
-from gateway.client import aio
+from launch_gateway import EndpointRequest, EndpointResponse, EndpointResponseFuture, EndpointResponseStream
+from launch_gateway.client import aio
 
 # The seed's signatures (the Launch client's documentation), as (name, default) in order.
 EMPTY = inspect.Parameter.empty
@@ -53,7 +53,7 @@ def test_a_request_needs_url_or_args() -> None:
 
 
 def test_url_and_args_warns_and_url_wins(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="gateway.client"):
+    with caplog.at_level(logging.WARNING, logger="launch_gateway.client"):
         request = EndpointRequest(url="https://example.com/x", args={"a": 1})
     assert "args will be ignored" in caplog.text
     message = request.to_proto()
@@ -103,9 +103,9 @@ def test_reprs_hide_callback_secrets() -> None:
 
 def test_importing_the_sdk_does_not_load_the_server_side() -> None:
     code = (
-        "import sys, gateway, gateway.client.aio; "
+        "import sys, launch_gateway, launch_gateway.client.aio; "
         "bad = [m for m in sys.modules if m.split('.')[0] == 'aiohttp' or m in "
-        "('gateway.server', 'gateway.service', 'gateway.upstream', 'gateway.local_launch')]; "
+        "('launch_gateway.server', 'launch_gateway.testing')]; "
         "print(bad)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

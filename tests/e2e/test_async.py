@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from google.protobuf import duration_pb2
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import RawUpstream, Stack
 
 TERMINAL = {pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_FAILURE, pb.TASK_STATUS_UNDEFINED}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import grpc
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from gateway.local_launch import LocalLaunchServer
+from launch_gateway.testing.local_launch import LocalLaunchServer
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from tests.conftest import LAUNCH_GATEWAY
 from tests.e2e.test_tools import ROOT, run
 

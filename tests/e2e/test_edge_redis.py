@@ -14,10 +14,10 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from gateway.local_launch import LocalLaunchServer
-from gateway.tenants import hash_key
+from launch_gateway.server.access.tenants import hash_key
+from launch_gateway.testing.local_launch import LocalLaunchServer
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from tests.conftest import LAUNCH_GATEWAY, StackFactory
 from tests.e2e.test_tools import ROOT
 from tests.redis_server import RedisServer
@@ -152,7 +152,7 @@ async def test_two_gateway_processes_share_one_redis_bucket(tmp_path: Path, redi
 async def test_redis_outage_follows_the_policy_and_warns_once(
     make_stack: StackFactory, redis_server: RedisServer, caplog: pytest.LogCaptureFixture, fail_open: bool
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway")
+    caplog.set_level(logging.INFO, logger="launch_gateway")
     stack = await make_stack(
         api_keys=[LAUNCH_KEY],
         settings={
@@ -182,7 +182,7 @@ async def test_redis_outage_follows_the_policy_and_warns_once(
             assert "retry-after" in dict(error.trailing_metadata() or ())
     sync_tasks = [r for r in stack.launch.records if r.path == "/v1/sync-tasks"]
     assert len(sync_tasks) == (23 if fail_open else 3)
-    warnings = [r for r in caplog.records if r.name.startswith("gateway") and r.levelno >= logging.WARNING]
+    warnings = [r for r in caplog.records if r.name.startswith("launch_gateway") and r.levelno >= logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     message = warnings[0].getMessage()
     assert message.startswith(f"rate-limit Redis at {redis_server.url} failed")

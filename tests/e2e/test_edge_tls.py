@@ -15,11 +15,11 @@ import pytest
 import trustme
 from aiohttp import web
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from gateway.client import aio
-from gateway.client.objects import EndpointRequest
-from gateway.upstream import PROBE_NAME
+from launch_gateway.client import aio
+from launch_gateway.client.objects import EndpointRequest
+from launch_gateway.server.upstream.launch_api import PROBE_NAME
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from tests.conftest import LAUNCH_GATEWAY, Stack, StackFactory
 from tests.e2e.test_tools import run
 

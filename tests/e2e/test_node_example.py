@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Stack
 from tests.e2e.test_tools import ROOT, run
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway.local_launch import builtin_endpoints
+from launch_gateway.testing.local_launch import builtin_endpoints
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Stack
 from tests.e2e.test_tools import GRPCURL, ROOT, SERVICE, run
 

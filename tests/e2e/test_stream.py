@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway.local_launch import EndpointSpec
+from launch_gateway.testing.local_launch import EndpointSpec
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Endless, StackFactory
 
 

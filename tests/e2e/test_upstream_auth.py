@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import StackFactory, upstream_calls
 
 REQUEST = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json='{"a": 1}'))

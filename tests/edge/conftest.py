@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.tenants import hash_key
+from launch_gateway.server.access.tenants import hash_key
 from tests.conftest import Stack, StackFactory
 
 KEY_A = "gw-key-team-a-0123456789"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Stack, StackFactory, upstream_calls
 from tests.edge.conftest import ENV, KEY_A, KEY_B, LAUNCH_KEY_A, bearer, tenants
 
@@ -80,7 +80,7 @@ async def test_open_mode_without_tenants_accepts_anyone(
 
 
 async def test_tenants_need_handle_secrets(make_stack: StackFactory) -> None:
-    from gateway.config import ConfigError
+    from launch_gateway.server.settings import ConfigError
 
     with pytest.raises(ConfigError, match=r"auth\.handle_secrets_env: tenants need task-handle secrets"):
         await make_stack(settings={"tenants": tenants()}, gateway_env={"TEAM_A_LAUNCH_KEY": "k"})

@@ -6,7 +6,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Stack, StackFactory
 from tests.edge.conftest import ENV, HANDLE_SECRET, KEY_A, KEY_B, LAUNCH_KEY_A, bearer, tenants
 

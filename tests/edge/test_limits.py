@@ -10,8 +10,8 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway.local_launch import EndpointSpec
+from launch_gateway.testing.local_launch import EndpointSpec
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Stack, StackFactory
 from tests.edge.conftest import ENV, KEY_A, KEY_B, LAUNCH_KEY_A, OffsetClock, bearer, tenants
 

@@ -11,10 +11,10 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from gateway.local_launch import LocalLaunchServer
-from gateway.tenants import hash_key
+from launch_gateway.server.access.tenants import hash_key
+from launch_gateway.testing.local_launch import LocalLaunchServer
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from tests.conftest import LAUNCH_GATEWAY, StackFactory
 from tests.edge.conftest import ENV, HANDLE_SECRET, KEY_A, LAUNCH_KEY_A, bearer
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from gateway.local_launch import LocalLaunchServer
+from launch_gateway.testing.local_launch import LocalLaunchServer
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.local_launch import LocalLaunchServer
+from launch_gateway.testing.local_launch import LocalLaunchServer
 
 
 @contextlib.asynccontextmanager

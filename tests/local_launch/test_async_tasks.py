@@ -17,7 +17,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from gateway.local_launch import EndpointSpec, LocalLaunchServer
+from launch_gateway.testing.local_launch import EndpointSpec, LocalLaunchServer
 
 from .harness import call, serve
 
@@ -161,7 +161,7 @@ async def test_callback_is_retried_and_failures_logged_without_secrets(
         "callback_url": url,
         "callback_auth": {"kind": "basic", "username": "hook-user", "password": "s3cret-pass"},
     }
-    with caplog.at_level(logging.WARNING, logger="gateway.local_launch"):
+    with caplog.at_level(logging.WARNING, logger="launch_gateway.testing.local_launch"):
         _, created = await call(client, server, ASYNC, "fail-async", body)
         async with asyncio.timeout(5):
             await target.got_success.wait()

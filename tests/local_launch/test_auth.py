@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.local_launch import LocalLaunchServer
+from launch_gateway.testing.local_launch import LocalLaunchServer
 
 KEY = "test-key-1"
 

@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.local_launch import (
+from launch_gateway.testing.local_launch import (
     EndpointSpec,
     LocalLaunchServer,
     builtin_endpoints,
@@ -22,23 +22,23 @@ NOT_FOUND = {"detail": "The specified endpoint could not be found."}
 @pytest.mark.parametrize(
     ("text", "name", "kind", "function"),
     [
-        pytest.param("e=sync:gateway.local_launch.examples:echo", "e", "sync", examples.echo, id="sync"),
+        pytest.param("e=sync:launch_gateway.testing.local_launch.examples:echo", "e", "sync", examples.echo, id="sync"),
         pytest.param(
-            "late=async:gateway.local_launch.examples:echo_async",
+            "late=async:launch_gateway.testing.local_launch.examples:echo_async",
             "late",
             "async",
             examples.echo_async,
             id="async",
         ),
         pytest.param(
-            "n=streaming:gateway.local_launch.examples:count",
+            "n=streaming:launch_gateway.testing.local_launch.examples:count",
             "n",
             "streaming",
             examples.count,
             id="streaming",
         ),
         pytest.param(
-            " spaced = sync : gateway.local_launch.examples : fail ",
+            " spaced = sync : launch_gateway.testing.local_launch.examples : fail ",
             "spaced",
             "sync",
             examples.fail,
@@ -54,15 +54,27 @@ def test_parse_endpoint_spec_imports_the_function(text: str, name: str, kind: st
     ("text", "message"),
     [
         pytest.param("echo", "must look like NAME=KIND:module.path:function", id="no-equals"),
-        pytest.param("echo=sync:gateway.local_launch.examples", "must look like", id="no-function"),
-        pytest.param("=sync:gateway.local_launch.examples:echo", "must look like", id="empty-name"),
-        pytest.param("e=batch:gateway.local_launch.examples:echo", "unknown kind 'batch'", id="bad-kind"),
+        pytest.param("echo=sync:launch_gateway.testing.local_launch.examples", "must look like", id="no-function"),
+        pytest.param("=sync:launch_gateway.testing.local_launch.examples:echo", "must look like", id="empty-name"),
+        pytest.param(
+            "e=batch:launch_gateway.testing.local_launch.examples:echo", "unknown kind 'batch'", id="bad-kind"
+        ),
         pytest.param("e=sync:no_such_module_xyz:echo", "cannot import module 'no_such_module_xyz'", id="no-module"),
-        pytest.param("e=sync:gateway.local_launch.examples:nope", "has no attribute 'nope'", id="no-attribute"),
-        pytest.param("e=sync:gateway.local_launch.examples:__doc__", "is not callable", id="not-callable"),
-        pytest.param("e=streaming:gateway.local_launch.examples:echo", "needs a generator", id="stream-no-gen"),
-        pytest.param("e=sync:gateway.local_launch.examples:count", "declare it as streaming", id="gen-not-stream"),
-        pytest.param("bad name=sync:gateway.local_launch.examples:echo", "invalid endpoint name", id="bad-name"),
+        pytest.param(
+            "e=sync:launch_gateway.testing.local_launch.examples:nope", "has no attribute 'nope'", id="no-attribute"
+        ),
+        pytest.param(
+            "e=sync:launch_gateway.testing.local_launch.examples:__doc__", "is not callable", id="not-callable"
+        ),
+        pytest.param(
+            "e=streaming:launch_gateway.testing.local_launch.examples:echo", "needs a generator", id="stream-no-gen"
+        ),
+        pytest.param(
+            "e=sync:launch_gateway.testing.local_launch.examples:count", "declare it as streaming", id="gen-not-stream"
+        ),
+        pytest.param(
+            "bad name=sync:launch_gateway.testing.local_launch.examples:echo", "invalid endpoint name", id="bad-name"
+        ),
     ],
 )
 def test_parse_endpoint_spec_rejects_with_a_clear_message(text: str, message: str) -> None:

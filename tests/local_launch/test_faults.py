@@ -12,10 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.cli import build_parser
-from gateway.local_launch import Faults, LocalLaunchServer, parse_fault
-from gateway.local_launch.failures import BROKER_DOWN
-from gateway.local_launch.faults import FaultInjector, retry_after_header
+from launch_gateway.cli import build_parser
+from launch_gateway.testing.local_launch import Faults, LocalLaunchServer, parse_fault
+from launch_gateway.testing.local_launch.failures import BROKER_DOWN
+from launch_gateway.testing.local_launch.faults import FaultInjector, retry_after_header
 
 from .harness import dechunk, raw_post
 

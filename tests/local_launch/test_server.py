@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from gateway.local_launch import LocalLaunchServer
+from launch_gateway.testing.local_launch import LocalLaunchServer
 
 
 async def test_port_zero_binds_a_free_port_and_stop_is_idempotent() -> None:

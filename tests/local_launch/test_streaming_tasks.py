@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.local_launch import EndpointSpec, LocalLaunchServer
+from launch_gateway.testing.local_launch import EndpointSpec, LocalLaunchServer
 
 STREAM = "/v1/streaming-tasks"
 EVENT_END = b"\r\n\r\n"

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.local_launch import EndpointSpec, LocalLaunchServer
+from launch_gateway.testing.local_launch import EndpointSpec, LocalLaunchServer
 
 from .harness import call, serve
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Stack, StackFactory
 from tests.edge.conftest import ENV, KEY_A, LAUNCH_KEY_A, bearer, tenants
 from tests.ops.conftest import http_get

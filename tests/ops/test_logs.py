@@ -8,8 +8,8 @@ import logging
 import grpc
 import pytest
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway.logs import JsonFormatter
+from launch_gateway.server.observability.logs import JsonFormatter
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Stack
 
 ECHO = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
@@ -17,11 +17,11 @@ ECHO = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_j
 
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
     formatter = JsonFormatter()
-    return [json.loads(formatter.format(r)) for r in caplog.records if r.name == "gateway.access"]
+    return [json.loads(formatter.format(r)) for r in caplog.records if r.name == "launch_gateway.access"]
 
 
 async def test_each_rpc_logs_one_json_line(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.access")
+    caplog.set_level(logging.INFO, logger="launch_gateway.access")
     await stack.stub.Predict(ECHO, timeout=10, metadata=(("x-request-id", "req-42"),))
     with pytest.raises(grpc.aio.AioRpcError):
         await stack.stub.Predict(pb.PredictRequest(endpoint_name="missing", request=ECHO.request), timeout=10)

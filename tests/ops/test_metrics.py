@@ -8,7 +8,7 @@ import shutil
 import grpc
 import pytest
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Endless, Stack, StackFactory
 from tests.ops.conftest import http_get, samples
 

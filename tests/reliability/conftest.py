@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from gateway.config import build_settings
-from gateway.local_launch import LocalLaunchServer
-from gateway.server import GatewayServer
+from launch_gateway.server.app import GatewayServer
+from launch_gateway.server.settings import build_settings
+from launch_gateway.testing.local_launch import LocalLaunchServer
 from tests.edge.conftest import ENV, LAUNCH_KEY_A, tenants
 
 

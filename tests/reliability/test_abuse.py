@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from tests.conftest import Stack
 from tests.e2e.test_tools import run
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway.local_launch import EndpointSpec
+from launch_gateway.testing.local_launch import EndpointSpec
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import StackFactory
 
 TOTAL = 1_000_000

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from google.protobuf import duration_pb2
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import RawUpstream, StackFactory
 
 RECORDS = {

@@ -16,11 +16,11 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from bench.soak import SoakReport, default_faults, run_soak
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
-from gateway.errors import Code, GatewayError
-from gateway.local_launch import Faults, LocalLaunchServer, RequestRecord
-from gateway.local_launch.faults import close_connection
-from gateway.upstream import LaunchAPI, UpstreamCall
+from launch_gateway.server.errors import Code, GatewayError
+from launch_gateway.server.upstream.launch_api import LaunchAPI, UpstreamCall
+from launch_gateway.testing.local_launch import Faults, LocalLaunchServer, RequestRecord
+from launch_gateway.testing.local_launch.faults import close_connection
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import RawUpstream, Stack, StackFactory, collect
 
 ECHO = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json='{"x": 1}'))

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from aiohttp import web
 
-from gateway._proto.launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import RawUpstream, StackFactory, collect
 from tests.ops.conftest import http_get
 

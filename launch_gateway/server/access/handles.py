@@ -1,0 +1,86 @@
+"""Task handles: the `task_id` callers see, bound to the tenant and endpoint that created the task.
+
+A handle is `t1.<payload>.<mac>`: the payload (base64url JSON of tenant, endpoint and the upstream's
+task id) signed with HMAC-SHA256. Nothing is stored, so every replica that shares the secrets can
+serve any handle. The first secret signs; every listed secret verifies, so a secret is rotated by
+putting the new one first and dropping the old one once its handles have expired from use.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from launch_gateway.server.errors import InvalidArgument
+
+VERSION = "t1"
+MAX_HANDLE_LENGTH = 4096
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """What a handle says: whose task, on which endpoint, and its id upstream."""
+
+    tenant: str
+    endpoint: str
+    upstream_id: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TaskHandles:
+    """Issues and verifies handles under a list of secrets (the first one signs)."""
+
+    def __init__(self, secrets: Sequence[bytes]) -> None:
+        if not secrets or any(len(s) < 16 for s in secrets):
+            raise ValueError("task handle secrets must be at least 16 bytes each, and at least one is needed")
+        self._secrets = tuple(secrets)
+
+    def __repr__(self) -> str:
+        return f"TaskHandles({len(self._secrets)} secrets)"
+
+    def _mac(self, secret: bytes, payload: str) -> bytes:
+        return hmac.new(secret, f"{VERSION}.{payload}".encode(), hashlib.sha256).digest()
+
+    def issue(self, ref: TaskRef) -> str:
+        payload = _b64(json.dumps([ref.tenant, ref.endpoint, ref.upstream_id], separators=(",", ":")).encode())
+        return f"{VERSION}.{payload}.{_b64(self._mac(self._secrets[0], payload))}"
+
+    def verify(self, handle: str) -> TaskRef:
+        """The handle's TaskRef; INVALID_ARGUMENT for anything this gateway did not issue."""
+        invalid = InvalidArgument("task_id", "not a task handle issued by this gateway")
+        parts = handle.split(".") if len(handle) <= MAX_HANDLE_LENGTH else []
+        if len(parts) != 3 or parts[0] != VERSION:
+            raise invalid
+        _, payload, mac_text = parts
+        try:
+            mac = _unb64(mac_text)
+        except (binascii.Error, ValueError):
+            raise invalid from None
+        valid = False
+        for secret in self._secrets:  # no early exit
+            valid |= hmac.compare_digest(mac, self._mac(secret, payload))
+        if not valid:
+            raise invalid
+        try:
+            tenant, endpoint, upstream_id = json.loads(_unb64(payload))
+        except (ValueError, TypeError, binascii.Error):
+            raise invalid from None
+        return TaskRef(str(tenant), str(endpoint), str(upstream_id))
+
+
+def parse_secrets(text: str) -> list[bytes]:
+    """Secrets from an environment variable (comma-separated) or a file (one per line)."""
+    return [s.strip().encode() for s in text.replace("\n", ",").split(",") if s.strip()]

@@ -1,0 +1,282 @@
+"""The gateway process: wires settings, the edge, the upstream client and the servicer into a server.
+
+`GatewayServer` owns the lifecycle: `start()` opens the upstream session and binds the port (0 picks
+a free one, read back from `port`); `stop()` refuses new calls, lets calls in flight finish within
+the grace period, then closes the upstream session and the rate limiter. The standard health
+service reports SERVING while the gateway runs, and reflection (on unless `server.reflection =
+false`) lets grpcurl and other tools discover the API without `.proto` files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Mapping
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from launch_gateway.server.access.credentials import credential_for_key
+from launch_gateway.server.access.reload import EdgeSource
+from launch_gateway.server.admission import Gate
+from launch_gateway.server.clock import Clock, SystemClock
+from launch_gateway.server.limits.buckets import MemoryRateLimiter, RateLimiter
+from launch_gateway.server.limits.concurrency import ConcurrencyLimiter
+from launch_gateway.server.limits.redis_buckets import RedisRateLimiter
+from launch_gateway.server.observability.metrics import MethodInfo, Metrics
+from launch_gateway.server.observability.probes import OpsServer, Readiness
+from launch_gateway.server.observability.telemetry import Telemetry
+from launch_gateway.server.service import EndpointService
+from launch_gateway.server.settings import Settings
+from launch_gateway.server.statuses import Drain, tolerant_deserializer
+from launch_gateway.server.upstream.breaker import CircuitBreaker
+from launch_gateway.server.upstream.endpoints import EndpointDirectory
+from launch_gateway.server.upstream.launch_api import LaunchAPI, RetryPolicy
+from launch_gateway.server.upstream.waits import TaskWaits
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+
+log = logging.getLogger("launch_gateway")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EndpointService"].full_name
+
+
+def rate_limiter(settings: Settings, env: Mapping[str, str], clock: Clock) -> RateLimiter:
+    limits = settings.limits
+    if limits.backend == "memory":
+        return MemoryRateLimiter(clock)
+    # load_edge has checked that the variable is set.
+    return RedisRateLimiter.from_url(env[limits.redis_url_env], prefix=limits.redis_prefix, fail_open=limits.fail_open)
+
+
+def service_methods() -> list[MethodInfo]:
+    """Every RPC of EndpointService, for metrics created up front."""
+    service = pb.DESCRIPTOR.services_by_name["EndpointService"]
+    return [
+        MethodInfo(service.full_name, m.name, "server_stream" if m.server_streaming else "unary")
+        for m in service.methods
+    ]
+
+
+def service_handlers(service: EndpointService) -> grpc.GenericRpcHandler:
+    """EndpointService's handlers, as the generated registration builds them, but with deserializers
+    that turn undecodable requests into INVALID_ARGUMENT (see `boundary.Undecodable`)."""
+    descriptor = pb.DESCRIPTOR.services_by_name["EndpointService"]
+    handlers = {}
+    for method in descriptor.methods:
+        request_class = getattr(pb, method.input_type.name)
+        serializer = getattr(pb, method.output_type.name).SerializeToString
+        make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(
+            getattr(service, method.name),
+            request_deserializer=tolerant_deserializer(request_class),
+            response_serializer=serializer,
+        )
+    return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)
+
+
+def endpoint_labels(settings: Settings) -> set[str]:
+    """Endpoint names that get their own metrics label: the listed ones and tenants' exact names."""
+    exact = {name for t in settings.tenants for name in t.endpoints if not any(c in name for c in "*?[")}
+    return exact | set(settings.metrics.endpoints)
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """grpc-core options: message sizes, keepalive, connection age (so clients rebalance)."""
+    s = settings.server
+    options = [
+        ("grpc.max_receive_message_length", s.max_receive_message_bytes),
+        ("grpc.max_send_message_length", s.max_send_message_bytes),
+        ("grpc.keepalive_time_ms", int(s.keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", int(s.keepalive_timeout * 1000)),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(s.keepalive_min_ping_interval * 1000)),
+        ("grpc.keepalive_permit_without_calls", int(s.keepalive_permit_without_calls)),
+        # grpc-core refuses (CANCELLED) calls beyond these before any handler sees them; the defaults
+        # (1000, 3000) drop a burst of thousands of new streams.
+        ("grpc.server.max_pending_requests", s.max_pending_requests),
+        ("grpc.server.max_pending_requests_hard_limit", s.max_pending_requests * 3),
+    ]
+    if s.max_connection_age > 0:
+        options.append(("grpc.max_connection_age_ms", int(s.max_connection_age * 1000)))
+        options.append(("grpc.max_connection_age_grace_ms", int(s.max_connection_age_grace * 1000)))
+    return options
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS from the cert and key files; with a client CA, client certificates are required (mTLS)."""
+    server = settings.server
+    if not server.tls_cert_file:
+        return None
+    pair = (Path(server.tls_key_file).read_bytes(), Path(server.tls_cert_file).read_bytes())
+    if server.tls_client_ca_file:
+        ca = Path(server.tls_client_ca_file).read_bytes()
+        return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=True)
+    return grpc.ssl_server_credentials([pair])
+
+
+class GatewayServer:
+    """One gateway: a gRPC server in front of one Launch API.
+
+    `env` is where secrets come from (the Launch keys, task-handle secrets, the Redis URL); the CLI
+    passes the process environment. `config_path` is reloaded on `reload()` and when it changes.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        env: Mapping[str, str] | None = None,
+        config_path: str | Path | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self._env = dict(env or {})
+        self._clock = clock or SystemClock()
+        self.metrics = Metrics(service_methods())
+        self.telemetry = Telemetry(self.metrics, endpoint_labels(settings), access_log=settings.log.access)
+        self.edges = EdgeSource(settings, self._env, config_path, on_reload=self._count_reload)
+        self.metrics.tenants(self.edges().tenants.tenants)
+        up = settings.upstream
+        upstream_ssl = ssl.create_default_context(cafile=up.ca_file) if up.ca_file else None
+        self.api = LaunchAPI(
+            settings.upstream.url,
+            max_connections=settings.upstream.max_connections,
+            connect_timeout=settings.upstream.connect_timeout,
+            ssl_context=upstream_ssl,
+            observe=self.telemetry.upstream_response,
+            retry=RetryPolicy(up.retry_attempts, up.retry_base, up.retry_cap),
+            breaker=CircuitBreaker(self._clock.now, up.breaker_failures, up.breaker_cooldown),
+            max_body_bytes=up.max_body_bytes,
+            clock=self._clock,
+        )
+        self.directory = EndpointDirectory(
+            self.api, self._clock, settings.upstream.endpoint_cache_ttl, on_lookup=self.telemetry.endpoint_lookup
+        )
+        self.waits = TaskWaits(self._clock, settings.poll, on_poll=self.telemetry.wait_poll)
+        self.limiter = rate_limiter(settings, self._env, self._clock)
+        self.concurrency = ConcurrencyLimiter()
+        self.drain = Drain()
+        self.health = HealthServicer()
+        probe_key = credential_for_key(self._env.get(settings.upstream.api_key_env)).authorization
+        self.readiness = Readiness(
+            lambda: self.api.probe(settings.upstream.connect_timeout, probe_key),
+            self.health,
+            (SERVICE_NAME, ""),
+            self._clock,
+            settings.metrics.readiness_interval,
+            on_change=self._readiness_changed,
+        )
+        self.readiness.add_condition("circuit", self.api.breaker.not_ready_reason)
+        m = settings.metrics
+        exposition = self.metrics.exposition(m.multiprocess_dir)
+        shared = bool(m.multiprocess_dir)
+        self.ops = OpsServer(exposition, self.readiness, m.host, m.port, reuse_port=shared) if m.enabled else None
+        self._server: grpc.aio.Server | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        """`host:port` to dial, valid after `start()`."""
+        return f"{self.settings.server.host}:{self.port}"
+
+    def _count_reload(self, ok: bool) -> None:
+        self.metrics.config_reloads.labels("ok" if ok else "refused").inc()
+        if ok:
+            self.metrics.tenants(self.edges().tenants.tenants)
+
+    def _readiness_changed(self, ready: bool, reachable: bool) -> None:
+        self.metrics.ready.set(int(ready))
+        self.metrics.upstream_reachable.set(int(reachable))
+
+    def reload(self) -> bool:
+        """Reload the tenant configuration (SIGHUP)."""
+        return self.edges.reload()
+
+    async def start(self) -> None:
+        """Open the upstream session, listen, and start readiness checks, metrics and config watching.
+
+        If any step fails, what was started is stopped again before the error propagates.
+        """
+        settings = self.settings
+        if self.edges().tenants.open:
+            log.warning(
+                "OPEN MODE: no tenants are configured, so every caller is accepted without an API key "
+                "and without limits. Configure [tenants.<name>] for anything but local use."
+            )
+        await self.api.start()
+        server = grpc.aio.server(options=server_options(settings))
+        try:
+            gate = Gate(self.limiter, self.concurrency, self.telemetry)
+            service = EndpointService(
+                settings, self.api, gate, self.edges, self.directory, self.waits, self.telemetry, self.drain
+            )
+            server.add_generic_rpc_handlers((service_handlers(service),))
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            if settings.server.reflection:
+                health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+                reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
+            address = f"{settings.server.host}:{settings.server.port}"
+            credentials = server_credentials(settings)
+            if credentials is not None:
+                self.port = server.add_secure_port(address, credentials)
+            else:
+                self.port = server.add_insecure_port(address)
+            if self.port == 0:
+                raise OSError(f"cannot listen on {address}")
+            for name in (SERVICE_NAME, ""):  # not serving until the first readiness check says so
+                await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await server.start()
+            self._server = server
+            await self.readiness.start()
+            if self.ops is not None:
+                await self.ops.start()
+        except BaseException:
+            self._server = None
+            await server.stop(0)
+            await self.readiness.stop()
+            await self.api.close()
+            raise
+        self._watcher = asyncio.create_task(self.edges.watch(self._clock, settings.auth.reload_interval))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, give calls in flight `grace` seconds (default: the setting), then close."""
+        if self._server is None:
+            return
+        await self.readiness.drain()
+        server, self._server = self._server, None
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        grace = self.settings.server.grace_period if grace is None else grace
+        # New calls are refused with UNAVAILABLE from here on; unary calls in flight get the grace
+        # period, and open streams end with UNAVAILABLE a little before it runs out, so that every
+        # call gets a status. Then the server stops, cutting only what still has not finished.
+        self.drain.draining = True
+        margin = min(1.0, grace / 4)
+        await self.drain.wait_until_idle(max(grace - margin, 0.0), streams=False)
+        self.drain.end_streams()
+        await self.drain.wait_until_idle(margin)
+        await server.stop(margin)
+        await self.readiness.stop()
+        if self.ops is not None:
+            await self.ops.stop()
+        await self.waits.close()
+        await self.api.close()
+        await self.limiter.close()
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def __aenter__(self) -> GatewayServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop(grace=0)

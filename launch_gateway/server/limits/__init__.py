@@ -1,0 +1,1 @@
+"""How often and how many: token buckets (in memory or in Redis) and per-tenant concurrency caps."""

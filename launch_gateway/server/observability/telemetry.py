@@ -1,0 +1,112 @@
+"""Per-RPC telemetry: metrics, the access log line and the request id, fed from wherever facts arise.
+
+The service boundary opens a `CallRecord` for each RPC and closes it with the final status; the
+servicer notes the endpoint and tenant, the upstream client the HTTP status, through the record in
+the current context (a ContextVar), so that no layer has to pass it down. Labels are bounded here:
+endpoint names not listed in the config count as `other`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from launch_gateway.server.errors import Code
+from launch_gateway.server.observability.logs import ACCESS
+from launch_gateway.server.observability.metrics import GRPC_CODE_NAMES, OTHER, Metrics, RpcMeter
+
+REQUEST_ID_MAX = 128
+
+_current: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("gateway_call", default=None)
+
+
+def current_call() -> CallRecord | None:
+    """The record of the RPC being handled in this context, if any."""
+    return _current.get()
+
+
+@dataclass
+class CallRecord:
+    """What one RPC did, for its access log line and metrics."""
+
+    telemetry: Telemetry
+    method: str
+    meter: RpcMeter
+    request_id: str
+    endpoint: str = ""
+    tenant: str = ""
+    upstream_status: str = ""
+    token: contextvars.Token[CallRecord | None] | None = field(default=None, repr=False)
+
+    def finish(self, code: Code) -> None:
+        seconds = self.meter.finish(code)
+        if self.token is not None:
+            # A stream's generator may be closed from another context (its task was cancelled):
+            # there the variable was never set, so there is nothing to reset.
+            with contextlib.suppress(ValueError):
+                _current.reset(self.token)
+            self.token = None
+        if self.telemetry.access_log and ACCESS.isEnabledFor(logging.INFO):
+            ACCESS.info(
+                "rpc",
+                extra={
+                    "fields": {
+                        "method": self.method,
+                        "endpoint": self.endpoint,
+                        "tenant": self.tenant,
+                        "grpc_code": GRPC_CODE_NAMES[code],
+                        "duration_ms": round(seconds * 1000, 3),
+                        "upstream_status": self.upstream_status,
+                        "request_id": self.request_id,
+                    }
+                },
+            )
+
+
+def request_id_from(value: str | None) -> str:
+    """The caller's x-request-id when it is usable, else a new one."""
+    if value and len(value) <= REQUEST_ID_MAX and value.isprintable():
+        return value
+    return uuid.uuid4().hex
+
+
+class Telemetry:
+    """Metrics and access logging for one gateway."""
+
+    def __init__(self, metrics: Metrics, endpoint_labels: Iterable[str] = (), access_log: bool = True) -> None:
+        self.metrics = metrics
+        self.endpoint_labels = frozenset(endpoint_labels)
+        self.access_log = access_log
+
+    def endpoint_label(self, name: str) -> str:
+        return name if name in self.endpoint_labels else OTHER
+
+    def begin(self, method: str, kind: str, request_id: str | None) -> CallRecord:
+        record = CallRecord(self, method, self.metrics.rpc(method, kind), request_id_from(request_id))
+        record.token = _current.set(record)
+        return record
+
+    # --- facts from the layers below --------------------------------------------------------
+
+    def upstream_response(self, route: str, status: str, seconds: float) -> None:
+        self.metrics.upstream_requests.labels(route, status).inc()
+        self.metrics.upstream_seconds.labels(route).observe(seconds)
+        record = _current.get()
+        if record is not None:
+            record.upstream_status = status
+
+    def endpoint_lookup(self, hit: bool) -> None:
+        self.metrics.cache.labels("hit" if hit else "miss").inc()
+
+    def wait_poll(self) -> None:
+        self.metrics.wait_polls.inc()
+
+    def rate_decision(self, tenant: str, result: str) -> None:
+        self.metrics.ratelimit.labels(tenant, result).inc()
+
+    def auth_failure(self, reason: str) -> None:
+        self.metrics.auth_failures.labels(reason).inc()

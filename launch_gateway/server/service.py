@@ -1,0 +1,315 @@
+"""The EndpointService servicer: each RPC resolves its endpoint, translates, and calls one route.
+
+Data flows one way: servicer -> translate -> upstream, and back. The servicer decides what the
+RPCs mean (which endpoint kinds each accepts, how long a call may take, when a cached endpoint is
+stale); `translate` shapes bodies and `upstream` speaks HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from launch_gateway.server.access.credentials import Credential
+from launch_gateway.server.access.handles import TaskRef
+from launch_gateway.server.admission import Caller, Edge, Gate
+from launch_gateway.server.errors import (
+    Code,
+    GatewayError,
+    InvalidArgument,
+    NotFound,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    WrongEndpointKind,
+)
+from launch_gateway.server.headers import passed_through_headers
+from launch_gateway.server.limits.concurrency import Kind
+from launch_gateway.server.observability.telemetry import Telemetry, current_call
+from launch_gateway.server.settings import Settings
+from launch_gateway.server.statuses import Drain, stream_boundary, unary_boundary
+from launch_gateway.server.upstream.endpoints import EndpointDirectory
+from launch_gateway.server.upstream.launch_api import LaunchAPI, UpstreamCall
+from launch_gateway.server.upstream.stream_relay import relay
+from launch_gateway.server.upstream.translate import kind_name, to_endpoint_response, to_upstream_body
+from launch_gateway.server.upstream.waits import TaskWaits
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+# The RPC that serves each endpoint kind, for FAILED_PRECONDITION messages.
+_RPC_FOR_KIND = {
+    pb.ENDPOINT_KIND_SYNC: "Predict",
+    pb.ENDPOINT_KIND_ASYNC: "SubmitAsync",
+    pb.ENDPOINT_KIND_STREAMING: "StreamPredict",
+}
+# Launch's sync route also serves streaming endpoints (launch-http-api.md §1).
+_PREDICT_KINDS = frozenset({pb.ENDPOINT_KIND_SYNC, pb.ENDPOINT_KIND_STREAMING})
+_ASYNC_KINDS = frozenset({pb.ENDPOINT_KIND_ASYNC})
+_STREAM_KINDS = frozenset({pb.ENDPOINT_KIND_STREAMING})
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One admitted RPC: the edge config it started with, its caller, and its upstream call settings."""
+
+    edge: Edge
+    caller: Caller
+    call: UpstreamCall
+    task: TaskRef | None = None
+
+    @property
+    def credential(self) -> Credential:
+        return self.caller.credential
+
+
+def peer_subjects(context: Context) -> list[str]:
+    """The client certificate's common name and SANs (mTLS), empty without one."""
+    auth = context.auth_context()
+    names = [*auth.get("x509_common_name", ()), *auth.get("x509_subject_alternative_name", ())]
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+class EndpointService(pb_grpc.EndpointServiceServicer):
+    """Serves launch_gateway.v1.EndpointService against one Launch API."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        api: LaunchAPI,
+        gate: Gate,
+        edges: Callable[[], Edge],
+        directory: EndpointDirectory,
+        waits: TaskWaits,
+        telemetry: Telemetry,
+        drain: Drain,
+    ) -> None:
+        self.telemetry = telemetry
+        self.drain = drain
+        self._timeouts = settings.timeouts
+        self._api = api
+        self._gate = gate
+        self._edges = edges
+        self._directory = directory
+        self._waits = waits
+
+    # --- per-call plumbing ---------------------------------------------------------------
+
+    def _budget(self, context: Context, default: float) -> float:
+        """Seconds an upstream request may take: the default, cut to the caller's deadline."""
+        remaining = context.time_remaining()
+        if remaining is None:
+            return default
+        budget = min(default, remaining - self._timeouts.deadline_margin)
+        if budget <= 0:
+            raise UpstreamTimeout("the call's deadline leaves no time for the upstream request")
+        return budget
+
+    @contextlib.asynccontextmanager
+    async def _admit(
+        self,
+        context: Context,
+        kind: Kind,
+        default_timeout: float,
+        endpoint: str | None = None,
+        task_id: str | None = None,
+    ) -> AsyncIterator[Scope]:
+        """Identify, authorize and limit the RPC (gateway.edge), and give back its slot at the end.
+
+        Endpoint RPCs pass `endpoint`; task RPCs pass `task_id`, whose handle names the endpoint and
+        the tenant: another tenant's handle is NOT_FOUND, so its existence is not revealed.
+        """
+        edge = self._edges()
+        metadata = context.invocation_metadata()
+        record = current_call()
+        assert record is not None, "every RPC runs inside its boundary, which opens the record"
+        subjects = peer_subjects(context) if edge.tenants.has_subjects else ()
+        caller = self._gate.identify(edge, metadata, subjects)
+        record.tenant = caller.name
+        task = None
+        if task_id is not None:
+            if not task_id:
+                raise InvalidArgument("task_id", "must not be empty")
+            task = edge.handles.verify(task_id) if edge.handles else TaskRef("", "", task_id)
+            if task.tenant != caller.name:
+                raise NotFound("task not found")
+            endpoint = task.endpoint or None
+        elif not endpoint:
+            raise InvalidArgument("endpoint_name", "must not be empty")
+        if endpoint:
+            record.endpoint = self.telemetry.endpoint_label(endpoint)
+            self._gate.authorize(caller, endpoint)
+        admission = await self._gate.limit(caller, endpoint, kind)
+        try:
+            headers = {**passed_through_headers(metadata), "x-request-id": record.request_id}
+            await context.send_initial_metadata((("x-request-id", record.request_id), *admission.headers))
+            call = UpstreamCall(
+                authorization=caller.credential.authorization,
+                timeout=self._budget(context, default_timeout),
+                headers=headers,
+            )
+            yield Scope(edge, caller, call, task)
+        finally:
+            admission.release()
+
+    async def _on_endpoint(
+        self,
+        rpc: str,
+        name: str,
+        kinds: frozenset[pb.EndpointKind.ValueType],
+        scope: Scope,
+        use: Callable[[pb.Endpoint], Awaitable[T]],
+    ) -> T:
+        """Resolve `name`, check its kind, and run `use` on it.
+
+        A task route's 404 means the cached record is stale (the endpoint was deleted or
+        re-created): the entry is dropped and, when a fresh lookup gives a new id, `use` runs once
+        more. Nothing was created upstream by a 404, so repeating is safe for every route.
+        """
+        endpoint = await self._directory.resolve(name, scope.call, scope.credential.scope)
+        for attempt in range(2):
+            if endpoint.kind not in kinds:
+                right = _RPC_FOR_KIND.get(endpoint.kind)
+                hint = f"; call it with {right}" if right else ""
+                kind = kind_name(endpoint.kind)
+                article = "an" if kind[0] in "aeiou" else "a"
+                raise WrongEndpointKind(f"{rpc} cannot call endpoint {name!r}: it is {article} {kind} endpoint{hint}")
+            try:
+                return await use(endpoint)
+            except GatewayError as exc:
+                if exc.code != Code.NOT_FOUND or attempt:
+                    raise
+                self._directory.forget(name, scope.credential.scope)
+                fresh = await self._directory.resolve(name, scope.call, scope.credential.scope)
+                if fresh.id == endpoint.id:
+                    raise
+                endpoint = fresh
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- RPCs ----------------------------------------------------------------------------
+
+    @unary_boundary
+    async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
+        async with self._admit(context, "unary", self._timeouts.sync, endpoint=request.endpoint_name) as scope:
+
+            async def predict(endpoint: pb.Endpoint) -> Any:
+                body = to_upstream_body(request.request, endpoint.kind)
+                return await self._api.sync_predict(endpoint.id, body, scope.call)
+
+            payload = await self._on_endpoint("Predict", request.endpoint_name, _PREDICT_KINDS, scope, predict)
+        return pb.PredictResponse(response=to_endpoint_response(payload))
+
+    @unary_boundary
+    async def SubmitAsync(self, request: pb.SubmitAsyncRequest, context: Context) -> pb.SubmitAsyncResponse:
+        name = request.endpoint_name
+        async with self._admit(context, "unary", self._timeouts.submit, endpoint=name) as scope:
+
+            async def submit(endpoint: pb.Endpoint) -> str:
+                body = to_upstream_body(request.request, endpoint.kind)
+                if request.request.HasField("callback_url"):
+                    await self._gate.check_callback(scope.caller, request.request.callback_url)
+                return await self._api.submit_async(endpoint.id, body, scope.call)
+
+            upstream_id = await self._on_endpoint("SubmitAsync", name, _ASYNC_KINDS, scope, submit)
+            handles = scope.edge.handles
+            task_id = handles.issue(TaskRef(scope.caller.name, name, upstream_id)) if handles else upstream_id
+        return pb.SubmitAsyncResponse(task_id=task_id)
+
+    async def _poll(self, task_id: str, upstream_id: str, call: UpstreamCall) -> pb.EndpointResponse:
+        payload = await self._api.get_task(upstream_id, call)
+        return to_endpoint_response(payload, task_id=task_id)
+
+    @unary_boundary
+    async def GetAsyncTask(self, request: pb.GetAsyncTaskRequest, context: Context) -> pb.GetAsyncTaskResponse:
+        async with self._admit(context, "unary", self._timeouts.poll, task_id=request.task_id) as scope:
+            assert scope.task is not None
+            response = await self._poll(request.task_id, scope.task.upstream_id, scope.call)
+        return pb.GetAsyncTaskResponse(response=response)
+
+    @unary_boundary
+    async def WaitAsyncTask(self, request: pb.WaitAsyncTaskRequest, context: Context) -> pb.WaitAsyncTaskResponse:
+        wait = self._timeouts.max_wait
+        if request.HasField("timeout"):
+            requested = request.timeout.ToTimedelta().total_seconds()
+            if requested < 0:
+                raise InvalidArgument("timeout", "must not be negative")
+            if requested > 0:
+                wait = min(wait, requested)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait = min(wait, remaining - self._timeouts.deadline_margin)
+        async with self._admit(context, "wait", self._timeouts.poll, task_id=request.task_id) as scope:
+            assert scope.task is not None
+            self.telemetry.metrics.waits.inc()
+            started = time.perf_counter()
+            # The shared loop outlives any one waiter, so its polls get the poll timeout, not ours.
+            poll_call = UpstreamCall(scope.call.authorization, self._timeouts.poll, scope.call.headers)
+            upstream_id = scope.task.upstream_id
+            response = await self._waits.wait(
+                f"{scope.caller.name}/{scope.credential.scope}/{upstream_id}",
+                lambda: self._poll(request.task_id, upstream_id, poll_call),
+                wait,
+            )
+            self.telemetry.metrics.wait_seconds.observe(time.perf_counter() - started)
+        return pb.WaitAsyncTaskResponse(response=response)
+
+    @stream_boundary
+    async def StreamPredict(
+        self, request: pb.StreamPredictRequest, context: Context
+    ) -> AsyncIterator[pb.StreamPredictResponse]:
+        name = request.endpoint_name
+        started = time.perf_counter()
+        async with self._admit(context, "stream", self._timeouts.stream_idle, endpoint=name) as scope:
+
+            async def open_stream(endpoint: pb.Endpoint) -> tuple[AsyncGenerator[bytes, None], bytes | None]:
+                body = to_upstream_body(request.request, endpoint.kind)
+                events = self._api.stream(endpoint.id, body, scope.call)
+                # Read the first event here, so a 404 on opening still takes the stale-cache path.
+                try:
+                    return events, await anext(events, None)
+                except BaseException:
+                    await events.aclose()
+                    raise
+
+            events, first = await self._on_endpoint("StreamPredict", name, _STREAM_KINDS, scope, open_stream)
+            label = self.telemetry.endpoint_label(name)
+            metrics = self.telemetry.metrics
+            relayed = 0  # counted in batches: a metric update per event is a measurable cost
+            events_counter = metrics.stream_events.labels(label)
+            try:
+                if first is None:
+                    return
+                metrics.first_event.labels(label).observe(time.perf_counter() - started)
+                relayed += 1
+                yield _stream_message(first)
+                async for message in relay(events, _stream_message):
+                    relayed += 1
+                    if relayed == 256:
+                        events_counter.inc(relayed)
+                        relayed = 0
+                    yield message
+            finally:
+                events_counter.inc(relayed)
+                await events.aclose()
+
+    @unary_boundary
+    async def GetEndpoint(self, request: pb.GetEndpointRequest, context: Context) -> pb.GetEndpointResponse:
+        name = request.endpoint_name
+        async with self._admit(context, "unary", self._timeouts.poll, endpoint=name) as scope:
+            endpoint = await self._directory.resolve(name, scope.call, scope.credential.scope)
+        return pb.GetEndpointResponse(endpoint=endpoint)
+
+
+def _stream_message(data: bytes) -> pb.StreamPredictResponse:
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        raise UpstreamProtocolError(f"upstream stream sent an event whose data is not JSON: {exc}") from None
+    return pb.StreamPredictResponse(response=to_endpoint_response(payload, streaming=True))

@@ -1,0 +1,251 @@
+"""The one place where our errors become RPC statuses.
+
+Each RPC handler is wrapped by `unary_boundary` or `stream_boundary`, which also measure the call
+(`observability.telemetry`: metrics and the access log, counted when the call ends however it ends)
+and return the request id in the trailers of errors. A `GatewayError` ends the call with its code
+and message, plus rich details (grpcio-status): a `google.rpc.ErrorInfo` naming the upstream HTTP
+status when there was one, and a `google.rpc.RetryInfo` with a `retry-after` trailer when the
+caller should wait. Anything else is a bug: it is logged with its traceback and the caller sees
+INTERNAL with no internals. Nothing else in the gateway calls `context.abort`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, Protocol, TypeVar
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from launch_gateway.server.errors import Code, GatewayError, InvalidArgument
+from launch_gateway.server.headers import metadata_value
+from launch_gateway.server.observability.telemetry import Telemetry
+
+log = logging.getLogger("launch_gateway")
+
+ERROR_DOMAIN = "launch-gateway"
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def status_of(error: GatewayError) -> grpc.Status:
+    """The RPC status for an error, with its rich details and trailers."""
+    details: list[any_pb2.Any] = []
+    if error.http_status is not None:
+        info = error_details_pb2.ErrorInfo(
+            reason="UPSTREAM_HTTP_ERROR",
+            domain=ERROR_DOMAIN,
+            metadata={"http_status": str(error.http_status)},
+        )
+        details.append(_packed(info))
+    trailers: list[tuple[str, str]] = []
+    if error.retry_after is not None:
+        seconds = max(error.retry_after, 0.0)
+        whole = math.floor(seconds)
+        delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
+        details.append(_packed(error_details_pb2.RetryInfo(retry_delay=delay)))
+        trailers.append(("retry-after", str(math.ceil(seconds))))
+    message = status_pb2.Status(code=int(error.code), message=error.message, details=details)
+    status: grpc.Status = rpc_status.to_status(message)
+    if trailers:
+        return _WithTrailers(status.code, status.details, (*status.trailing_metadata, *trailers))
+    return status
+
+
+class _WithTrailers(grpc.Status):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: tuple[Any, ...]) -> None:
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing_metadata
+
+
+def _packed(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError, request_id: str) -> NoReturn:
+    status = status_of(error)
+    trailers = (*status.trailing_metadata, ("x-request-id", request_id))
+    await context.abort(status.code, status.details, trailing_metadata=trailers)
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+def _internal(handler_name: str, exc: BaseException) -> GatewayError:
+    log.error("unexpected error in %s", handler_name, exc_info=exc)
+    return GatewayError("internal error in the gateway", code=Code.INTERNAL)
+
+
+class Undecodable:
+    """A request whose bytes do not parse (corrupt wire format, invalid UTF-8 in a string).
+
+    The server's deserializers return this instead of raising, so the boundary can answer
+    INVALID_ARGUMENT rather than grpc's UNKNOWN "Unexpected DecodeError".
+    """
+
+    def __init__(self, message_type: str, reason: str) -> None:
+        self.error = InvalidArgument("request", f"not a valid {message_type} ({reason})")
+
+
+def tolerant_deserializer(message_class: type[Message]) -> Callable[[bytes], Any]:
+    """`message_class.FromString`, returning `Undecodable` instead of raising."""
+    name = message_class.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(name, str(exc).rsplit(": ", 1)[-1])
+
+    return parse
+
+
+class Drain:
+    """The RPCs in flight, so that a shutdown can refuse new ones and end the open ones cleanly.
+
+    While draining, new RPCs are refused with UNAVAILABLE (clients retry that on another replica),
+    unary calls in flight run to their end, and open streams are ended with UNAVAILABLE when the
+    grace period is nearly over, so that every call gets a status rather than a cut connection.
+    """
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.unary: set[asyncio.Task[Any]] = set()
+        self.streams: set[asyncio.Task[Any]] = set()
+        self._changed = asyncio.Event()
+
+    def enter(self, task: asyncio.Task[Any] | None, stream: bool) -> None:
+        if task is not None:
+            (self.streams if stream else self.unary).add(task)
+
+    def leave(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None:
+            self.unary.discard(task)
+            self.streams.discard(task)
+            self._changed.set()
+
+    async def wait_until_idle(self, within: float, streams: bool = True) -> bool:
+        """Wait until no unary call (and, with `streams`, no stream) is in flight; False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self.unary or (streams and self.streams):
+            self._changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True
+
+    def end_streams(self) -> int:
+        """Cancel every open stream; each ends with UNAVAILABLE ("shutting down"). Returns how many."""
+        self.draining = True
+        for task in list(self.streams):
+            task.cancel("drain")
+        return len(self.streams)
+
+
+class Observed(Protocol):
+    """What a servicer offers the boundary."""
+
+    telemetry: Telemetry
+    drain: Drain
+
+
+Svc = TypeVar("Svc", bound=Observed)
+UnaryHandler = Callable[[Svc, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
+StreamHandler = Callable[[Svc, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]]
+SHUTTING_DOWN = GatewayError("the gateway is shutting down; retry on another replica", code=Code.UNAVAILABLE)
+
+
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    return metadata_value(context.invocation_metadata(), "x-request-id")
+
+
+def unary_boundary(handler: UnaryHandler[Svc, Req, Resp]) -> UnaryHandler[Svc, Req, Resp]:
+    """Wrap a unary handler: every failure leaves as a proper status, and the call is measured."""
+    method = handler.__name__
+    kind = "wait" if method == "WaitAsyncTask" else "unary"
+
+    @functools.wraps(handler)
+    async def wrapper(self: Svc, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+        record = self.telemetry.begin(method, kind, _request_id(context))
+        task = asyncio.current_task()
+        self.drain.enter(task, stream=False)
+        code = Code.OK
+        try:
+            if self.drain.draining:
+                raise SHUTTING_DOWN
+            if isinstance(request, Undecodable):
+                raise request.error
+            response = await handler(self, request, context)
+            record.meter.sent()
+            return response
+        except GatewayError as exc:
+            code = exc.code
+            await abort(context, exc, record.request_id)
+        except asyncio.CancelledError:
+            code = Code.CANCELLED
+            raise
+        except Exception as exc:
+            code = Code.INTERNAL
+            await abort(context, _internal(method, exc), record.request_id)
+        finally:
+            self.drain.leave(task)
+            record.finish(code)
+
+    return wrapper
+
+
+def stream_boundary(handler: StreamHandler[Svc, Req, Resp]) -> StreamHandler[Svc, Req, Resp]:
+    """Wrap a server-streaming handler: messages already sent stand, then the status; measured when it ends."""
+    method = handler.__name__
+
+    @functools.wraps(handler)
+    async def wrapper(self: Svc, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> AsyncIterator[Resp]:
+        record = self.telemetry.begin(method, "stream", _request_id(context))
+        task = asyncio.current_task()
+        self.drain.enter(task, stream=True)
+        code = Code.OK
+        sent = 0
+        try:
+            if self.drain.draining:
+                raise SHUTTING_DOWN
+            if isinstance(request, Undecodable):
+                raise request.error
+            async for message in handler(self, request, context):
+                sent += 1
+                if sent == 256:  # counted in batches: a metric update per message is a measurable cost
+                    record.meter.sent(sent)
+                    sent = 0
+                yield message
+        except GatewayError as exc:
+            code = exc.code
+            await abort(context, exc, record.request_id)
+        except asyncio.CancelledError:
+            if not self.drain.draining or task is None:
+                code = Code.CANCELLED
+                raise
+            task.uncancel()  # our own cancellation: the caller is still there and gets a status
+            code = SHUTTING_DOWN.code
+            await abort(context, SHUTTING_DOWN, record.request_id)
+        except Exception as exc:
+            code = Code.INTERNAL
+            await abort(context, _internal(method, exc), record.request_id)
+        finally:
+            self.drain.leave(task)
+            record.meter.sent(sent)
+            record.finish(code)
+
+    return wrapper

@@ -1,0 +1,415 @@
+"""The Launch HTTP API client: one pooled aiohttp session per upstream, one method per route.
+
+Methods take bodies already encoded (`translate`) and return parsed JSON; every failure leaves as
+a `GatewayError`. aiohttp's exceptions are mapped to ours in exactly one place
+(`_transport_errors`), and non-2xx answers through the one HTTP table in `errors`.
+
+Retries happen only where repeating is safe: lookups and task polls (GETs) are retried on
+connection failures and 502/503/504; the task routes (POSTs) only when the connection could not be
+made at all, so nothing was sent and no task can be submitted twice. Backoff is jittered
+exponential (Envoy's 25 ms base, 250 ms cap) and every retry fits inside the call's time budget.
+A circuit breaker (`launch_gateway.server.upstream.breaker`) sees every attempt's outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import ssl
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from launch_gateway.server.clock import Clock, SystemClock
+from launch_gateway.server.errors import (
+    ConnectFailed,
+    GatewayError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+    UpstreamUnavailable,
+    error_from_http,
+    parse_retry_after,
+)
+from launch_gateway.server.upstream.breaker import CircuitBreaker
+from launch_gateway.server.upstream.sse import EventTooLarge, SSEParser
+
+PROBE_NAME = "launch-gateway-readiness-probe"  # the endpoint name readiness probes look up
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+_SSE_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+
+
+@dataclass(frozen=True)
+class UpstreamCall:
+    """What one RPC's upstream requests carry: credential, tracing headers and time budget."""
+
+    authorization: str | None  # the full Authorization header, or None to send none
+    timeout: float  # seconds for the whole request (for streams: the idle time between events)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def request_headers(self, base: Mapping[str, str]) -> dict[str, str]:
+        headers = {**base, **self.headers}
+        if self.authorization:
+            headers["Authorization"] = self.authorization
+        return headers
+
+
+@contextlib.contextmanager
+def _transport_errors(method: str, route: str, timeout: float) -> Iterator[None]:
+    """Map aiohttp's and asyncio's failures for one request to GatewayErrors."""
+    where = f"upstream {method} {route}"
+    try:
+        yield
+    except GatewayError:
+        raise
+    except aiohttp.ConnectionTimeoutError:
+        raise ConnectFailed(
+            f"{where}: no connection within the connect timeout (the upstream does not accept connections, "
+            "or all upstream.max_connections are busy)"
+        ) from None
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise UpstreamTimeout(f"{where}: no answer within {timeout:.3g} s") from None
+    except aiohttp.ClientConnectorError as exc:
+        raise ConnectFailed(f"{where}: cannot connect ({exc.os_error.strerror or exc})") from None
+    except aiohttp.ClientPayloadError:
+        raise UpstreamUnavailable(f"{where}: the response was cut off") from None
+    except aiohttp.ServerDisconnectedError:
+        raise UpstreamUnavailable(f"{where}: the server closed the connection") from None
+    except aiohttp.ClientResponseError as exc:
+        raise UpstreamUnavailable(f"{where}: bad HTTP response ({exc.message})") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamUnavailable(f"{where}: {type(exc).__name__}: {exc}") from None
+
+
+@dataclass
+class _Outcome:
+    status: int | None = None
+
+
+Observer = Callable[[str, str, float], None]  # (route template, HTTP status or "error", seconds)
+
+RETRIED_STATUSES = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempts per request (1: no retries) and the jittered exponential backoff between them."""
+
+    attempts: int = 3
+    base: float = 0.025
+    cap: float = 0.25
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+        return rng.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+def may_retry(error: GatewayError, idempotent: bool) -> bool:
+    """Whether repeating the request is safe and may help."""
+    if isinstance(error, ConnectFailed):
+        return True  # nothing was sent
+    if not idempotent:
+        return False
+    if error.http_status is not None:
+        return error.http_status in RETRIED_STATUSES
+    return isinstance(error, UpstreamUnavailable)  # the connection broke: a GET can be asked again
+
+
+def is_upstream_failure(error: GatewayError) -> bool:
+    """What the circuit breaker counts: the upstream unreachable or saying it is unavailable."""
+    if error.http_status is not None:
+        return error.http_status in RETRIED_STATUSES
+    return isinstance(error, UpstreamUnavailable)
+
+
+class LaunchAPI:
+    """The routes of the Launch API the gateway uses (launch-http-api.md §1)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        max_connections: int = 256,
+        connect_timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+        observe: Observer | None = None,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        max_body_bytes: int = 16 * 1024 * 1024,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._observe = observe
+        self._retry = retry or RetryPolicy()
+        self._clock = clock or SystemClock()
+        self.breaker = breaker or CircuitBreaker(self._clock.now)
+        self._max_body = max_body_bytes
+        self._rng = rng or random.Random()
+        self._base = base_url.rstrip("/")
+        self._max_connections = max_connections
+        self._connect_timeout = connect_timeout
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[tuple[str, ...], URL] = {}
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, ssl=self._ssl, keepalive_timeout=30, enable_cleanup_closed=False
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"User-Agent": "launch-gateway"},
+            json_serialize=json.dumps,
+            skip_auto_headers=("Accept-Encoding",),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("LaunchAPI.start() was not called")
+        return self._session
+
+    def _timeout(self, total: float | None, sock_read: float | None = None) -> aiohttp.ClientTimeout:
+        # `connect` bounds the wait for a pooled connection as well as connecting: with every one of
+        # `max_connections` busy (each open stream holds one), a call fails instead of queueing for ever.
+        connect = self._connect_timeout if total is None else min(self._connect_timeout, total)
+        return aiohttp.ClientTimeout(total=total, connect=connect, sock_read=sock_read)
+
+    def _url(self, route: str, params: Mapping[str, str]) -> URL:
+        """The request URL, built once per route and query: parsing and encoding it per call is waste."""
+        key = (route, *(f"{k}={v}" for k, v in params.items()))
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= 4096:  # task ids make polls' URLs unique: keep the cache bounded
+                self._urls.clear()
+            url = self._urls[key] = URL(self._base + route).with_query(params)
+        return url
+
+    @contextlib.contextmanager
+    def _exchange(self, method: str, route: str, template: str, timeout: float) -> Iterator[_Outcome]:
+        """One request: errors mapped, and its status and latency reported to the observer."""
+        outcome = _Outcome()
+        started = time.perf_counter()
+        try:
+            with _transport_errors(method, route, timeout):
+                yield outcome
+        finally:
+            if self._observe is not None:
+                status = str(outcome.status) if outcome.status is not None else "error"
+                self._observe(template, status, time.perf_counter() - started)
+
+    async def _read(self, response: aiohttp.ClientResponse, where: str) -> bytes:
+        """The body, refused past `max_body_bytes` without reading the rest."""
+        length = response.content_length
+        if length is not None and length <= self._max_body:
+            return await response.read()
+        chunks, size = [], 0
+        if length is None or length <= self._max_body:
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > self._max_body:
+                    break
+                chunks.append(chunk)
+            else:
+                return b"".join(chunks)
+        raise UpstreamTooLarge(f"{where} answered more than upstream.max_body_bytes ({self._max_body} bytes)")
+
+    async def _json(
+        self,
+        method: str,
+        route: str,
+        call: UpstreamCall,
+        *,
+        params: Mapping[str, str],
+        body: bytes | None = None,
+        template: str | None = None,
+        idempotent: bool = False,
+    ) -> Any:
+        """One JSON request, retried as `may_retry` allows within `call.timeout` in all."""
+        deadline = self._clock.now() + call.timeout
+        attempt = 0
+        while True:
+            self.breaker.before_call()
+            budget = deadline - self._clock.now()
+            try:
+                result = await self._json_once(method, route, call, budget, params, body, template or route)
+            except GatewayError as exc:
+                if is_upstream_failure(exc):
+                    self.breaker.failed()
+                else:
+                    self.breaker.succeeded()
+                attempt += 1
+                pause = self._retry.delay(attempt, self._rng)
+                if attempt >= self._retry.attempts or not may_retry(exc, idempotent):
+                    raise
+                if deadline - self._clock.now() <= pause:
+                    raise
+                await self._clock.sleep(pause)
+                continue
+            except BaseException:
+                self.breaker.abandoned()
+                raise
+            self.breaker.succeeded()
+            return result
+
+    async def _json_once(
+        self,
+        method: str,
+        route: str,
+        call: UpstreamCall,
+        budget: float,
+        params: Mapping[str, str],
+        body: bytes | None,
+        template: str,
+    ) -> Any:
+        if budget <= 0:
+            raise UpstreamTimeout(f"upstream {method} {route}: no time left for another attempt")
+        where = f"upstream {method} {route}"
+        with self._exchange(method, route, template, budget) as outcome:
+            async with self.session.request(
+                method,
+                self._url(route, params),
+                data=body,
+                headers=call.request_headers(_JSON_HEADERS),
+                timeout=self._timeout(budget),
+            ) as response:
+                outcome.status = response.status
+                raw = await self._read(response, where)
+                if response.status >= 300:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    raise error_from_http(method, route, response.status, raw, retry_after)
+                content_type = response.content_type
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise UpstreamProtocolError(f"{where} answered invalid JSON ({content_type}): {exc}") from None
+
+    async def probe(self, within: float, authorization: str | None = None) -> bool:
+        """Whether the upstream answers HTTP at all (below 500): readiness, not correctness."""
+        try:
+            async with self.session.get(
+                self._base + "/v1/model-endpoints",
+                params={"name": PROBE_NAME},
+                headers={"Authorization": authorization} if authorization else None,
+                timeout=self._timeout(within),
+            ) as response:
+                await response.read()
+                return response.status < 500
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False
+
+    async def find_endpoint(self, name: str, call: UpstreamCall) -> Mapping[str, Any] | None:
+        """The record of the endpoint called `name`, or None (Launch answers an empty list)."""
+        payload = await self._json("GET", "/v1/model-endpoints", call, params={"name": name}, idempotent=True)
+        endpoints = payload.get("model_endpoints") if isinstance(payload, dict) else None
+        if not isinstance(endpoints, list):
+            raise UpstreamProtocolError("upstream GET /v1/model-endpoints answered without a model_endpoints list")
+        for record in endpoints:
+            # Launch matches the exact name; a proxy in between might not.
+            if isinstance(record, dict) and record.get("name") == name:
+                return record
+        return None
+
+    async def sync_predict(self, endpoint_id: str, body: bytes, call: UpstreamCall) -> Any:
+        """`POST /v1/sync-tasks`: the task's response body."""
+        return await self._json("POST", "/v1/sync-tasks", call, params={"model_endpoint_id": endpoint_id}, body=body)
+
+    async def submit_async(self, endpoint_id: str, body: bytes, call: UpstreamCall) -> str:
+        """`POST /v1/async-tasks`: the new task's id."""
+        payload = await self._json(
+            "POST", "/v1/async-tasks", call, params={"model_endpoint_id": endpoint_id}, body=body
+        )
+        task_id = payload.get("task_id") if isinstance(payload, dict) else None
+        if not isinstance(task_id, str) or not task_id:
+            raise UpstreamProtocolError("upstream POST /v1/async-tasks answered without a task_id")
+        return task_id
+
+    async def get_task(self, task_id: str, call: UpstreamCall) -> Any:
+        """`GET /v1/async-tasks/{task_id}`: the task's state."""
+        # Quoted so that any id stays one path segment.
+        route = f"/v1/async-tasks/{quote(task_id, safe='')}"
+        template = "/v1/async-tasks/{task_id}"
+        return await self._json("GET", route, call, params={}, template=template, idempotent=True)
+
+    async def stream(self, endpoint_id: str, body: bytes, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
+        """`POST /v1/streaming-tasks`: each event's `data`, the moment its blank line arrives.
+
+        `call.timeout` is the longest quiet time allowed between two reads, not a total. A stream
+        that ends inside an event was cut off and raises UNAVAILABLE after the complete events.
+        """
+        route = "/v1/streaming-tasks"
+        for attempt in range(1, self._retry.attempts + 1):
+            self.breaker.before_call()
+            try:
+                response = await self._open_stream(route, endpoint_id, body, call)
+            except GatewayError as exc:
+                if is_upstream_failure(exc):
+                    self.breaker.failed()
+                else:
+                    self.breaker.succeeded()
+                if attempt >= self._retry.attempts or not isinstance(exc, ConnectFailed):
+                    raise
+                await self._clock.sleep(self._retry.delay(attempt, self._rng))
+                continue
+            except BaseException:
+                self.breaker.abandoned()
+                raise
+            self.breaker.succeeded()
+            break
+        with _transport_errors("POST", route, call.timeout):
+            async with response:
+                if response.content_type != "text/event-stream":
+                    raise UpstreamProtocolError(
+                        f"upstream POST {route} answered {response.content_type or 'no content type'}, "
+                        "not text/event-stream"
+                    )
+                parser = SSEParser()
+                content = response.content
+                try:
+                    while chunk := await content.readany():
+                        for data in parser.feed(chunk):
+                            yield data
+                except aiohttp.ClientPayloadError:
+                    # The connection was cut. aiohttp raises that before handing over what it had already
+                    # buffered, so take those bytes first: complete events sent before the cut stand.
+                    # (`_read_nowait` is private; aiohttp is pinned and a test covers this.)
+                    for data in parser.feed(content._read_nowait(-1)):
+                        yield data
+                    where = "mid-event" if parser.pending else "between events"
+                    raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated {where}") from None
+                except EventTooLarge as exc:
+                    raise UpstreamProtocolError(f"upstream POST {route}: {exc}") from None
+                except (TimeoutError, aiohttp.ServerTimeoutError):
+                    raise UpstreamTimeout(f"upstream POST {route}: no event for {call.timeout:.3g} s") from None
+                if parser.pending:
+                    raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated mid-event")
+
+    async def _open_stream(
+        self, route: str, endpoint_id: str, body: bytes, call: UpstreamCall
+    ) -> aiohttp.ClientResponse:
+        """POST the stream request and wait for its headers; non-2xx answers become errors here."""
+        with self._exchange("POST", route, route, call.timeout) as outcome:
+            response = await self.session.post(
+                self._url(route, {"model_endpoint_id": endpoint_id}),
+                data=body,
+                headers=call.request_headers(_SSE_HEADERS),
+                timeout=self._timeout(None, sock_read=call.timeout),
+            )
+            outcome.status = response.status
+            if response.status >= 300:
+                async with response:
+                    raw = await self._read(response, f"upstream POST {route}")
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                raise error_from_http("POST", route, response.status, raw, retry_after)
+            return response

@@ -1,0 +1,217 @@
+"""Pure translation between the gRPC messages and Launch's JSON bodies, both ways.
+
+Requests: an `EndpointRequest` becomes the JSON body of a task route, checked field by field (an
+error names the field's path, e.g. `request.args.n`). Struct numbers that are integral and within
++/-2^53 go upstream as JSON integers, as Go's, JavaScript's and C++'s JSON printers write them, so a
+predict function that wants an int gets one; `args_json` is spliced into the body byte for byte.
+
+Responses: Launch wraps a predict function's value differently per bundle type (launch-http-api.md
+§4). `result` in our `EndpointResponse` is always JSON text of the value itself:
+- `{"result_url": u}` gives `result_url`;
+- `{"result": v}` gives v: for sync and async, a string v is already JSON text (artifact bundles
+  and forwarders both serialise) and is passed through when it parses, else quoted; for streaming,
+  v is the event's parsed value and is serialised;
+- anything else is serialised whole; a FAILURE's `result` (Launch puts `str(exc)` there) too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from google.protobuf import struct_pb2
+
+from launch_gateway.server.errors import InvalidArgument, UpstreamProtocolError
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+
+MAX_SAFE_INTEGER = 2**53
+MAX_URL_LENGTH = 8192
+
+_STATUS_FROM_UPSTREAM: Mapping[str, pb.TaskStatus.ValueType] = {
+    "PENDING": pb.TASK_STATUS_PENDING,
+    "STARTED": pb.TASK_STATUS_STARTED,
+    "SUCCESS": pb.TASK_STATUS_SUCCESS,
+    "FAILURE": pb.TASK_STATUS_FAILURE,
+    "UNDEFINED": pb.TASK_STATUS_UNDEFINED,
+}
+TERMINAL_STATUSES = frozenset({pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_FAILURE, pb.TASK_STATUS_UNDEFINED})
+
+_KIND_FROM_UPSTREAM: Mapping[str, pb.EndpointKind.ValueType] = {
+    "sync": pb.ENDPOINT_KIND_SYNC,
+    "async": pb.ENDPOINT_KIND_ASYNC,
+    "streaming": pb.ENDPOINT_KIND_STREAMING,
+}
+_KIND_NAMES: Mapping[int, str] = {v: k for k, v in _KIND_FROM_UPSTREAM.items()}
+
+
+def kind_name(kind: pb.EndpointKind.ValueType) -> str:
+    """Launch's name for an endpoint kind ("sync", "async", "streaming")."""
+    return _KIND_NAMES.get(kind, "unknown")
+
+
+def endpoint_from_record(record: Mapping[str, Any]) -> pb.Endpoint:
+    """An `Endpoint` from a record of `GET /v1/model-endpoints`."""
+    try:
+        endpoint_id, name = record["id"], record["name"]
+    except (KeyError, TypeError) as exc:
+        raise UpstreamProtocolError(f"upstream endpoint record lacks {exc}") from None
+    kind = _KIND_FROM_UPSTREAM.get(str(record.get("endpoint_type", "")), pb.ENDPOINT_KIND_UNSPECIFIED)
+    return pb.Endpoint(id=str(endpoint_id), name=str(name), kind=kind, status=str(record.get("status") or ""))
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def struct_to_python(struct: struct_pb2.Struct, path: str) -> dict[str, Any]:
+    """A Struct as Python values, integral numbers within +/-2^53 as ints."""
+    return {key: _value_to_python(value, _member(path, key)) for key, value in struct.fields.items()}
+
+
+def _member(path: str, key: str) -> str:
+    """`path.key`, or `path["key"]` when the key is not a plain name (empty, dotted, spaced...)."""
+    return f"{path}.{key}" if key.isidentifier() else f"{path}[{json.dumps(key)}]"
+
+
+def _value_to_python(value: struct_pb2.Value, path: str) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        if number.is_integer() and -MAX_SAFE_INTEGER <= number <= MAX_SAFE_INTEGER:
+            return int(number)
+        if math.isfinite(number):
+            return number
+        raise InvalidArgument(path, f"{number} cannot be sent as JSON; use args_json or a string")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_python(value.struct_value, path)
+    if kind == "list_value":
+        return [_value_to_python(item, f"{path}[{i}]") for i, item in enumerate(value.list_value.values)]
+    return None  # null_value, or a Value with no kind set, which JSON printers write as null
+
+
+def _check_url(field: str, url: str, schemes: frozenset[str] | None = None) -> None:
+    if not url:
+        raise InvalidArgument(field, "must not be empty")
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidArgument(field, f"longer than {MAX_URL_LENGTH} characters")
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+        raise InvalidArgument(field, "must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidArgument(field, f"not a valid URL ({exc})") from None
+    if not parts.scheme or not parts.netloc:
+        raise InvalidArgument(field, "must be an absolute URL with a scheme and a host")
+    if schemes is not None and parts.scheme.lower() not in schemes:
+        raise InvalidArgument(field, f"scheme must be one of {', '.join(sorted(schemes))}")
+
+
+_CALLBACK_SCHEMES = frozenset({"http", "https"})
+
+
+def to_upstream_body(request: pb.EndpointRequest, kind: pb.EndpointKind.ValueType) -> bytes:
+    """The JSON body of a task route for `request`, sent to an endpoint of `kind`.
+
+    Sync and streaming routes get only the input and `return_pickled`, as the Launch client sends;
+    async adds the callback. A callback on a sync or streaming call is refused rather than dropped.
+    """
+    body: dict[str, Any] = {}
+    raw_args: str | None = None
+    which = request.WhichOneof("input")
+    if which == "url":
+        _check_url("request.url", request.url)
+        body["url"] = request.url
+    elif which == "args":
+        body["args"] = struct_to_python(request.args, "request.args")
+    elif which == "args_json":
+        raw_args = request.args_json
+        try:
+            parsed = json.loads(raw_args)
+        except ValueError as exc:
+            raise InvalidArgument("request.args_json", f"not valid JSON ({exc})") from None
+        if not isinstance(parsed, dict):
+            raise InvalidArgument("request.args_json", "must be a JSON object of keyword arguments")
+    else:
+        raise InvalidArgument("request.input", "exactly one of url, args or args_json must be set")
+
+    wants_callback = request.HasField("callback_url") or request.WhichOneof("callback_auth") is not None
+    if wants_callback and kind != pb.ENDPOINT_KIND_ASYNC:
+        field = "request.callback_url" if request.HasField("callback_url") else "request.callback_auth"
+        raise InvalidArgument(field, f"only async endpoints send callbacks, this one is {kind_name(kind)}")
+    if request.HasField("callback_url"):
+        _check_url("request.callback_url", request.callback_url, _CALLBACK_SCHEMES)
+        body["callback_url"] = request.callback_url
+    auth = request.WhichOneof("callback_auth")
+    if auth == "callback_auth_basic":
+        basic = request.callback_auth_basic
+        if not basic.username:
+            raise InvalidArgument("request.callback_auth_basic.username", "must not be empty")
+        body["callback_auth"] = {"kind": "basic", "username": basic.username, "password": basic.password}
+    elif auth == "callback_auth_mtls":
+        mtls = request.callback_auth_mtls
+        for name in ("cert", "key"):
+            if not getattr(mtls, name):
+                raise InvalidArgument(f"request.callback_auth_mtls.{name}", "must not be empty (PEM text)")
+        body["callback_auth"] = {"kind": "mtls", "cert": mtls.cert, "key": mtls.key}
+    body["return_pickled"] = request.return_pickled
+
+    encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if raw_args is not None:
+        # Splice the caller's JSON in untouched: json.loads would turn 2**60 + 1 into a float.
+        encoded = '{"args":' + raw_args + "," + encoded[1:]
+    return encoded.encode()
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+def _as_json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _is_json_text(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def to_endpoint_response(payload: Any, *, streaming: bool = False, task_id: str = "") -> pb.EndpointResponse:
+    """An `EndpointResponse` from a sync, async-poll or stream-event body (see the module doc)."""
+    if not isinstance(payload, dict):
+        raise UpstreamProtocolError(f"upstream response is a JSON {type(payload).__name__}, not an object")
+    raw_status = payload.get("status")
+    if not isinstance(raw_status, str):
+        raise UpstreamProtocolError("upstream response has no status")
+    status = _STATUS_FROM_UPSTREAM.get(raw_status, pb.TASK_STATUS_UNDEFINED)
+    response = pb.EndpointResponse(status=status, task_id=task_id)
+
+    result = payload.get("result")
+    if result is not None:
+        if status == pb.TASK_STATUS_FAILURE:
+            response.result = _as_json_text(result)
+        elif isinstance(result, dict) and "result_url" in result and "result" not in result:
+            response.result_url = str(result["result_url"])
+        elif isinstance(result, dict) and "result" in result:
+            inner = result["result"]
+            if isinstance(inner, str) and not streaming and _is_json_text(inner):
+                response.result = inner
+            else:
+                response.result = _as_json_text(inner)
+        else:
+            response.result = _as_json_text(result)
+
+    traceback = payload.get("traceback")
+    if traceback is not None:
+        response.traceback = traceback if isinstance(traceback, str) else _as_json_text(traceback)
+    status_code = payload.get("status_code")
+    if isinstance(status_code, int) and not isinstance(status_code, bool):
+        response.status_code = status_code
+    return response

@@ -1,0 +1,115 @@
+"""WaitAsyncTask's engine: one upstream poll loop per task, shared by everyone waiting on it.
+
+The Launch client sleeps a flat 2 s between polls, so a result waits a second on average. Here the
+loop polls with exponential backoff from `poll.initial` (50 ms by default) to `poll.max`, and any
+number of waiters on one task cost one loop: upstream polls per task do not grow with waiters.
+The loop stops when the task is terminal, when it fails, or when its last waiter leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from launch_gateway.server.clock import Clock
+from launch_gateway.server.settings import PollSettings
+from launch_gateway.server.upstream.translate import TERMINAL_STATUSES
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+
+Poll = Callable[[], Awaitable[pb.EndpointResponse]]
+
+
+@dataclass
+class _Loop:
+    """One task's poll loop and what its waiters share."""
+
+    done: asyncio.Future[pb.EndpointResponse]  # the terminal response, or the error that ended the loop
+    seen: asyncio.Event = field(default_factory=asyncio.Event)  # set once a first answer arrived
+    latest: pb.EndpointResponse | None = None
+    waiters: int = 0
+    task: asyncio.Task[None] | None = None
+
+
+class TaskWaits:
+    """Waits for async tasks, sharing one poll loop per key among all of its waiters."""
+
+    def __init__(self, clock: Clock, poll: PollSettings, on_poll: Callable[[], None] | None = None) -> None:
+        self._clock = clock
+        self._poll = poll
+        self._loops: dict[str, _Loop] = {}
+        self._on_poll = on_poll
+
+    @property
+    def active_loops(self) -> int:
+        return len(self._loops)
+
+    async def wait(self, key: str, poll: Poll, wait_seconds: float) -> pb.EndpointResponse:
+        """The task's terminal response, or the last one seen when `wait_seconds` pass first.
+
+        `key` identifies the task and who may see it; `poll` takes one look (it is used only if
+        this call starts the loop). At least one look is awaited even when `wait_seconds` is tiny, so
+        the answer is always a status the upstream gave.
+        """
+        loop = self._loops.get(key)
+        if loop is None or loop.done.done():
+            loop = _Loop(done=asyncio.get_running_loop().create_future())
+            self._loops[key] = loop
+            loop.task = asyncio.create_task(self._run(key, loop, poll))
+        loop.waiters += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(loop.done), max(wait_seconds, 0.0))
+            if loop.latest is None:
+                # Nothing seen yet: wait for the first look (bounded by the poll's own timeout).
+                seen: asyncio.Future[bool] = asyncio.ensure_future(loop.seen.wait())
+                try:
+                    await asyncio.wait((seen, loop.done), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    seen.cancel()
+                if loop.done.done():
+                    return loop.done.result()
+            assert loop.latest is not None
+            return loop.latest
+        finally:
+            loop.waiters -= 1
+            if loop.waiters == 0 and not loop.done.done():
+                self._end(key, loop)
+
+    def _end(self, key: str, loop: _Loop) -> None:
+        if loop.task is not None:
+            loop.task.cancel()
+        if not loop.done.done():
+            loop.done.cancel()
+        if self._loops.get(key) is loop:
+            del self._loops[key]
+
+    async def _run(self, key: str, loop: _Loop, poll: Poll) -> None:
+        delay = self._poll.initial
+        try:
+            while True:
+                if self._on_poll:
+                    self._on_poll()
+                response = await poll()
+                loop.latest = response
+                loop.seen.set()
+                if response.status in TERMINAL_STATUSES:
+                    loop.done.set_result(response)
+                    return
+                await self._clock.sleep(delay)
+                delay = min(delay * self._poll.multiplier, self._poll.max)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # every waiter gets the error that ended the loop
+            if not loop.done.done():
+                loop.done.set_exception(exc)
+                loop.done.exception()  # mark retrieved: a loop whose waiters left must not warn
+        finally:
+            if self._loops.get(key) is loop:
+                del self._loops[key]
+
+    async def close(self) -> None:
+        """Stop every loop (on shutdown)."""
+        for key, loop in list(self._loops.items()):
+            self._end(key, loop)
