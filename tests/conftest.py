@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,6 +19,8 @@ from launch_gateway.server.upstream.launch_api import PROBE_NAME
 from launch_gateway.testing.local_launch import EndpointSpec, LocalLaunchServer, RequestRecord, builtin_endpoints
 from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from tests.redis_server import redis_server as redis_server  # a fixture for every test
+from tests.serving import LAUNCH_GATEWAY as LAUNCH_GATEWAY
+from tests.serving import serve_process as serve_process  # a fixture for every test
 
 
 @dataclass
@@ -34,8 +34,6 @@ class Stack:
 
 
 StackFactory = Callable[..., Awaitable[Stack]]
-
-LAUNCH_GATEWAY = str(Path(sys.executable).parent / "launch-gateway")  # the console script, as users run it
 
 
 class Endless:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
 from pathlib import Path
 
 import grpc
@@ -14,44 +11,30 @@ from launch_gateway.testing.local_launch import LocalLaunchServer
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from tests.conftest import LAUNCH_GATEWAY
-from tests.e2e.test_tools import ROOT, run
+from tests.e2e.test_tools import run
+from tests.serving import ServeFactory
 
 
-async def test_serve_listens_answers_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+async def test_serve_listens_answers_and_exits_cleanly_on_sigterm(tmp_path: Path, serve_process: ServeFactory) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text("[server]\nport = 0\n[metrics]\nport = 0\n[poll]\ninitial = 0.02\n")
     async with LocalLaunchServer(api_keys=["k-1"]) as launch:
-        process = await asyncio.create_subprocess_exec(
-            LAUNCH_GATEWAY,
-            "serve",
-            "--config",
-            str(config),
-            "--upstream",
-            launch.url,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=ROOT,
-            env={**os.environ, "LAUNCH_API_KEY": "k-1"},
-        )
-        try:
-            assert process.stdout is not None
-            line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-            assert line.startswith("launch-gateway listening on 127.0.0.1:"), line
-            assert "k-1" not in line  # the key is never printed
-            address = line.split()[3]
-            async with grpc.aio.insecure_channel(address) as channel:
-                stub = pb_grpc.EndpointServiceStub(channel)
-                request = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json='{"a":1}'))
-                reply = await stub.Predict(request, timeout=10)
-            assert json.loads(reply.response.result) == {"a": 1}
-            code, out, _ = await run(LAUNCH_GATEWAY, "health", "--address", address)
-            assert (code, out.strip()) == (0, f"{address}: SERVING")
-            process.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(process.wait(), 30) == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+        served = await serve_process("--config", str(config), "--upstream", launch.url, env={"LAUNCH_API_KEY": "k-1"})
+        listening = served.listening
+        assert listening is not None
+        assert listening.address.startswith("127.0.0.1:"), listening.line
+        assert (listening.upstream, listening.mode) == (launch.url, "open mode")
+        assert listening.metrics_url is not None
+        assert listening.metrics_url.startswith("http://127.0.0.1:")
+        assert "k-1" not in listening.line  # the key is never printed
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            stub = pb_grpc.EndpointServiceStub(channel)
+            request = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json='{"a":1}'))
+            reply = await stub.Predict(request, timeout=10)
+        assert json.loads(reply.response.result) == {"a": 1}
+        code, out, _ = await run(LAUNCH_GATEWAY, "health", "--address", served.address)
+        assert (code, out.strip()) == (0, f"{served.address}: SERVING")
+        assert await served.stop() == 0
 
 
 async def test_demo_once_shows_a_sync_an_async_and_a_streaming_call() -> None:

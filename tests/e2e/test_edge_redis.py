@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +16,9 @@ from launch_gateway.server.access.tenants import hash_key
 from launch_gateway.testing.local_launch import LocalLaunchServer
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from tests.conftest import LAUNCH_GATEWAY, StackFactory
-from tests.e2e.test_tools import ROOT
+from tests.conftest import StackFactory
 from tests.redis_server import RedisServer
+from tests.serving import ServeFactory
 
 TEAM_KEY = "gw-key-redis-team-0123456789"
 LAUNCH_KEY = "launch-key-of-the-redis-team"
@@ -52,11 +50,6 @@ def retry_delay(error: grpc.aio.AioRpcError) -> float:
     return retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
 
 
-def inherited_env() -> dict[str, str]:
-    """This process's environment without gateway settings, which would override the test's config file."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("LAUNCH_GATEWAY_")}
-
-
 async def predict(stub: pb_grpc.EndpointServiceStub) -> tuple[dict[str, str], grpc.aio.AioRpcError | None]:
     """One Predict of `echo`: its initial metadata, and its error if it failed."""
     call = stub.Predict(REQUEST, metadata=BEARER, timeout=10)
@@ -74,31 +67,9 @@ async def predict_many(address: str, calls: int) -> list[tuple[dict[str, str], g
         return await asyncio.gather(*(predict(stub) for _ in range(calls)))
 
 
-async def start_serve(
-    config: Path, upstream: str, env: dict[str, str], stderr: Path
-) -> tuple[asyncio.subprocess.Process, str]:
-    """`launch-gateway serve` as a process; its address from the first line it prints."""
-    with stderr.open("wb") as err:  # a file, not a pipe: nobody has to drain it
-        process = await asyncio.create_subprocess_exec(
-            *(LAUNCH_GATEWAY, "serve", "--config", str(config), "--upstream", upstream, "--port", "0"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err,
-            cwd=ROOT,
-            env=env,
-        )
-    assert process.stdout is not None
-    try:
-        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-    except TimeoutError:
-        line = ""
-    if not line.startswith("launch-gateway listening on 127.0.0.1:"):
-        process.kill()
-        await process.wait()
-        pytest.fail(f"serve did not start ({line!r}):\n{await asyncio.to_thread(stderr.read_text)}")
-    return process, line.split()[3]
-
-
-async def test_two_gateway_processes_share_one_redis_bucket(tmp_path: Path, redis_server: RedisServer) -> None:
+async def test_two_gateway_processes_share_one_redis_bucket(
+    tmp_path: Path, redis_server: RedisServer, serve_process: ServeFactory
+) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text(
         "[server]\nport = 0\n[metrics]\nport = 0\n"
@@ -110,42 +81,28 @@ async def test_two_gateway_processes_share_one_redis_bucket(tmp_path: Path, redi
         'upstream_key_env = "TEAM_LAUNCH_KEY"\n'
         "rate = {per_second = 0.001, burst = 5}\n"
     )
-    env = {**inherited_env(), **SECRETS, "LAUNCH_GATEWAY_REDIS_URL": redis_server.url}
-    processes: list[asyncio.subprocess.Process] = []
+    env = {**SECRETS, "LAUNCH_GATEWAY_REDIS_URL": redis_server.url}
     async with LocalLaunchServer(api_keys=[LAUNCH_KEY]) as launch:
-        try:
-            addresses = []
-            for i in range(2):
-                process, address = await start_serve(config, launch.url, env, tmp_path / f"gateway-{i}.log")
-                processes.append(process)
-                addresses.append(address)
-            per_gateway = await asyncio.gather(*(predict_many(address, 12) for address in addresses))
+        gateways = [await serve_process("--config", str(config), "--upstream", launch.url, env=env) for _ in range(2)]
+        per_gateway = await asyncio.gather(*(predict_many(served.address, 12) for served in gateways))
 
-            outcomes = [outcome for results in per_gateway for outcome in results]
-            allowed = [headers for headers, error in outcomes if error is None]
-            refused = [error for _, error in outcomes if error is not None]
-            assert len(allowed) == 5, [e.details() for e in refused]  # one shared burst, never one per gateway
-            assert {headers["ratelimit-limit"] for headers in allowed} == {"5"}
-            assert sorted(headers["ratelimit-remaining"] for headers in allowed) == ["0", "1", "2", "3", "4"]
-            assert len(refused) == 19
-            for error in refused:
-                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
-                assert "rate limit exceeded for tenant 'team'" in (error.details() or "")
-                assert retry_delay(error) > 900  # a token every 1000 s
-                assert "retry-after" in dict(error.trailing_metadata() or ())
-            sync_tasks = [r for r in launch.records if r.path == "/v1/sync-tasks"]
-            assert [r.api_key for r in sync_tasks] == [LAUNCH_KEY] * 5  # refused calls never went upstream
+        outcomes = [outcome for results in per_gateway for outcome in results]
+        allowed = [headers for headers, error in outcomes if error is None]
+        refused = [error for _, error in outcomes if error is not None]
+        assert len(allowed) == 5, [e.details() for e in refused]  # one shared burst, never one per gateway
+        assert {headers["ratelimit-limit"] for headers in allowed} == {"5"}
+        assert sorted(headers["ratelimit-remaining"] for headers in allowed) == ["0", "1", "2", "3", "4"]
+        assert len(refused) == 19
+        for error in refused:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+            assert "rate limit exceeded for tenant 'team'" in (error.details() or "")
+            assert retry_delay(error) > 900  # a token every 1000 s
+            assert "retry-after" in dict(error.trailing_metadata() or ())
+        sync_tasks = [r for r in launch.records if r.path == "/v1/sync-tasks"]
+        assert [r.api_key for r in sync_tasks] == [LAUNCH_KEY] * 5  # refused calls never went upstream
 
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            for i, process in enumerate(processes):
-                code = await asyncio.wait_for(process.wait(), 30)
-                assert code == 0, (tmp_path / f"gateway-{i}.log").read_text()
-        finally:
-            for process in processes:
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
+        for served in gateways:
+            assert await served.stop() == 0, served.logs
 
 
 @pytest.mark.parametrize("fail_open", [pytest.param(True, id="fail-open"), pytest.param(False, id="fail-closed")])

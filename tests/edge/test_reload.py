@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -15,8 +13,10 @@ from launch_gateway.server.access.tenants import hash_key
 from launch_gateway.testing.local_launch import LocalLaunchServer
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from tests.conftest import LAUNCH_GATEWAY, StackFactory
+from tests.conftest import StackFactory
 from tests.edge.conftest import ENV, HANDLE_SECRET, KEY_A, LAUNCH_KEY_A, bearer
+from tests.serving import ServeFactory
+from tests.waiting import wait_for
 
 KEY_C = "gw-key-team-a-rotated-555"
 ECHO = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
@@ -38,60 +38,37 @@ upstream_key_env = "TEAM_A_LAUNCH_KEY"
 """
 
 
-async def test_sighup_reloads_and_calls_in_flight_keep_their_config(tmp_path: Path) -> None:
+async def test_sighup_reloads_and_calls_in_flight_keep_their_config(
+    tmp_path: Path, serve_process: ServeFactory
+) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text(config_text(KEY_A))
     async with LocalLaunchServer(api_keys=[LAUNCH_KEY_A]) as launch:
-        process = await asyncio.create_subprocess_exec(
-            LAUNCH_GATEWAY, "serve", "--config", str(config), "--upstream", launch.url,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **ENV},
-        )  # fmt: skip
-        assert process.stdout is not None
-        assert process.stderr is not None
-        logs: list[str] = []
+        served = await serve_process("--config", str(config), "--upstream", launch.url, env=ENV)
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            stub = pb_grpc.EndpointServiceStub(channel)
+            await stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+            sleeper = pb.PredictRequest(endpoint_name="sleep", request=pb.EndpointRequest(args_json='{"seconds": 1}'))
+            in_flight = stub.Predict(sleeper, timeout=20, metadata=bearer(KEY_A))
+            await launch.wait_for_record(lambda r: r.path == "/v1/sync-tasks" and b"seconds" in r.body)
 
-        async def log_line(containing: str) -> None:
-            assert process.stderr is not None
-            while not any(containing in line for line in logs):
-                line = (await asyncio.wait_for(process.stderr.readline(), 20)).decode()
-                assert line, f"the gateway exited before logging {containing!r}"
-                logs.append(line)
-
-        try:
-            address = (await asyncio.wait_for(process.stdout.readline(), 30)).decode().split()[3]
-            async with grpc.aio.insecure_channel(address) as channel:
-                stub = pb_grpc.EndpointServiceStub(channel)
+            config.write_text(config_text(KEY_C))
+            served.send_signal(signal.SIGHUP)
+            await served.log_line("config reloaded")
+            assert (await in_flight).response.status == pb.TASK_STATUS_SUCCESS  # started under the old key
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
-                sleeper = pb.PredictRequest(
-                    endpoint_name="sleep", request=pb.EndpointRequest(args_json='{"seconds": 1}')
-                )
-                in_flight = stub.Predict(sleeper, timeout=20, metadata=bearer(KEY_A))
-                await launch.wait_for_record(lambda r: r.path == "/v1/sync-tasks" and b"seconds" in r.body)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            await stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_C))
 
-                config.write_text(config_text(KEY_C))
-                process.send_signal(signal.SIGHUP)
-                await log_line("config reloaded")
-                assert (await in_flight).response.status == pb.TASK_STATUS_SUCCESS  # started under the old key
-                with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
-                assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-                await stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_C))
-
-                config.write_text("[tenants.team-a\nbroken = ")
-                process.send_signal(signal.SIGHUP)
-                await log_line("config reload refused")
-                await stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_C))  # the old config stays
-            process.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(process.wait(), 30) == 0
-            logs.append((await process.stderr.read()).decode())
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-    text = "".join(logs)
-    assert "not valid TOML" in text
+            config.write_text("[tenants.team-a\nbroken = ")
+            served.send_signal(signal.SIGHUP)
+            await served.log_line("config reload refused")
+            await stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_C))  # the old config stays
+        assert await served.stop() == 0
+    assert "not valid TOML" in served.logs
     for secret in (KEY_A, KEY_C, LAUNCH_KEY_A, HANDLE_SECRET):
-        assert secret not in text
+        assert secret not in served.logs
 
 
 async def test_a_changed_file_is_picked_up_without_a_signal(make_stack: StackFactory, tmp_path: Path) -> None:
@@ -108,10 +85,7 @@ async def test_a_changed_file_is_picked_up_without_a_signal(make_stack: StackFac
     )
     await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
     config.write_text(config_text(KEY_C, extra="# rotated"))
-    for _ in range(500):
-        if stack.gateway.edges.reloads:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: stack.gateway.edges.reloads, within=5, what="the changed file to be reloaded")
     assert stack.gateway.edges.reloads == 1
     await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_C))
     config.write_text(config_text(KEY_C, extra='endpoints_typo = ["x"]'))
