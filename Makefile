@@ -4,13 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto proto-check unit e2e system-deps node-deps clean soak bench
+.PHONY: demo test lint proto proto-check unit e2e system-deps node-deps clean soak bench lock
 
-$(STAMP): pyproject.toml
+# Exact versions come from constraints.txt (pyproject.toml holds the ranges), so every clone installs the same.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+## lock: resolve the newest versions pyproject.toml's ranges allow, in a scratch venv, into constraints.txt
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet '.[dev]'
+	{ sed -n '1,2p' constraints.txt; .lock-venv/bin/pip freeze --all --exclude launch-gateway; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .lock-venv
 
 ## demo: the gateway in front of the local Launch server; a sync, an async and a streaming call
 demo: $(STAMP)
