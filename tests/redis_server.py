@@ -5,11 +5,12 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_for_sync
 
 
 class RedisServer:
@@ -33,13 +34,14 @@ class RedisServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + within
-        while not self.answers_ping():  # bounded poll: redis-server signals readiness only on its socket
-            if self.proc.poll() is not None:
-                pytest.fail(f"redis-server exited with {self.proc.returncode}; see {self.directory / 'redis.log'}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not answer PING within {within} s; see {self.directory}")
-            time.sleep(0.01)
+        proc = self.proc
+
+        def answers() -> bool:  # redis-server signals readiness only on its socket
+            if proc.poll() is not None:
+                pytest.fail(f"redis-server exited with {proc.returncode}; see {self.directory / 'redis.log'}")
+            return self.answers_ping()
+
+        wait_for_sync(answers, within=within, what=f"redis-server to answer PING (see {self.directory})")
 
     def kill(self) -> None:
         """SIGKILL, as a crash: clients see their connections drop and new ones refused."""

@@ -14,6 +14,7 @@ from launch_gateway.testing.local_launch import EndpointSpec
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Stack, StackFactory
 from tests.edge.conftest import ENV, KEY_A, KEY_B, LAUNCH_KEY_A, OffsetClock, bearer, tenants
+from tests.waiting import wait_for
 
 ECHO = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
 
@@ -89,10 +90,11 @@ async def test_open_streams_are_capped_at_once_not_queued(make_stack: StackFacto
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "cap of 1 open streams" in (caught.value.details() or "")
     first.cancel()
-    for _ in range(100):  # the cancelled stream gives its slot back when its handler unwinds
-        if stack.gateway.concurrency.in_flight("team-a", "stream") == 0:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for(  # the cancelled stream gives its slot back when its handler unwinds
+        lambda: stack.gateway.concurrency.in_flight("team-a", "stream") == 0,
+        within=5,
+        what="the cancelled stream to give its slot back",
+    )
     again = stack.stub.StreamPredict(request, timeout=10, metadata=bearer(KEY_A))
     await again.read()
     assert stack.gateway.concurrency.in_flight("team-a", "stream") == 1
@@ -104,10 +106,11 @@ async def test_unary_calls_are_capped(make_stack: StackFactory) -> None:
     stack = await limited_stack(make_stack, max_unary=2)
     sleeper = pb.PredictRequest(endpoint_name="sleep", request=pb.EndpointRequest(args_json='{"seconds": 5}'))
     slow = [stack.stub.Predict(sleeper, timeout=10, metadata=bearer(KEY_A)) for _ in range(2)]
-    for _ in range(200):  # both slow calls admitted and running
-        if stack.gateway.concurrency.in_flight("team-a", "unary") == 2:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for(
+        lambda: stack.gateway.concurrency.in_flight("team-a", "unary") == 2,
+        within=5,
+        what="both slow calls to be admitted",
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

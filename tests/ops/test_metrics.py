@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Endless, Stack, StackFactory
 from tests.ops.conftest import http_get, samples
+from tests.waiting import wait_for
 
 SERVICE = "launch_gateway.v1.EndpointService"
 
@@ -48,19 +50,23 @@ async def traffic_stack(make_stack: StackFactory) -> Stack:
     return stack
 
 
-async def scrape_when(stack: Stack, predicate: object) -> str:
-    """Scrape until `predicate(text)` holds (a cancelled stream is counted when its handler unwinds)."""
-    for _ in range(200):
+async def scrape_when(stack: Stack, predicate: Callable[[str], bool], what: str) -> str:
+    """A scrape for which `predicate(text)` holds (a cancelled stream is counted when its handler unwinds)."""
+
+    async def scrape() -> str | None:
         _, text = await http_get(stack, "/metrics")
-        if predicate(text):  # type: ignore[operator]
-            return text
-        await asyncio.sleep(0.01)
-    return text
+        return text if predicate(text) else None
+
+    return await wait_for(scrape, within=5, what=what)
 
 
 async def test_grpc_server_metrics_count_every_rpc_kind(traffic_stack: Stack) -> None:
     cancelled = labels("StreamPredict", "server_stream", grpc_code="Canceled")
-    text = await scrape_when(traffic_stack, lambda t: samples(t, "grpc_server_handled_total").get(cancelled) == 1)
+    text = await scrape_when(
+        traffic_stack,
+        lambda t: samples(t, "grpc_server_handled_total").get(cancelled) == 1,
+        "the cancelled stream to be counted as handled",
+    )
     handled = samples(text, "grpc_server_handled_total")
     assert handled[labels("Predict", grpc_code="OK")] == 3
     assert handled[labels("Predict", grpc_code="NotFound")] == 1

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from launch_gateway.testing.local_launch import EndpointSpec
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import StackFactory
+from tests.waiting import wait_for
 
 TOTAL = 1_000_000
 PAYLOAD = "x" * 200
@@ -28,14 +30,17 @@ async def test_a_paused_reader_stops_the_upstream(make_stack: StackFactory) -> N
     await call.read()  # the stream is flowing; now the reader pauses
     # The buffers between fill for a while (TCP and HTTP/2 windows grow); wait, bounded, until the
     # upstream has produced nothing for a second.
-    first, quiet = produced, 0
-    for _ in range(40):
-        await asyncio.sleep(0.25)
-        quiet = quiet + 1 if produced == first else 0
-        first = produced
-        if quiet == 4:
-            break
-    await asyncio.sleep(0.5)
+    last_change = (produced, time.monotonic())
+
+    def quiet_for_a_second() -> bool:
+        nonlocal last_change
+        if produced != last_change[0]:
+            last_change = (produced, time.monotonic())
+        return time.monotonic() - last_change[1] >= 1.0
+
+    await wait_for(quiet_for_a_second, within=10, every=0.25, what="the upstream to produce nothing for a second")
+    first = produced
+    await asyncio.sleep(0.5)  # an absence: nothing can signal that production stays stopped
     held = produced
     # What sits between the model and the paused reader (two loopback TCP buffers, the HTTP/2 flow-control
     # window, aiohttp's read buffer, the local server's write buffer) is some MB, and it stops growing;
