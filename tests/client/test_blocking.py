@@ -116,29 +116,6 @@ async def test_stream_iterates_and_early_close_stops_the_upstream(make_stack: St
     assert first == [{"i": 0}, {"i": 1}]
 
 
-async def test_predict_batch_submits_concurrently(make_stack: StackFactory) -> None:
-    stack = await make_stack(workers=64)
-    client = GatewayClient(stack.gateway.address, timeout=30)
-
-    def calls() -> tuple[float, float, list[str]]:
-        endpoint = endpoint_of(client, "echo-async")
-        assert isinstance(endpoint, AsyncEndpoint)
-        started = time.monotonic()
-        endpoint.predict(EndpointRequest(args={"delay": 0.5})).get(timeout=10)
-        one = time.monotonic() - started
-        started = time.monotonic()
-        futures = endpoint.predict_batch([EndpointRequest(args={"delay": 0.5, "i": i}) for i in range(50)])
-        statuses = [f.get(timeout=20).status for f in futures]
-        return one, time.monotonic() - started, statuses
-
-    try:
-        one, batch, statuses = await asyncio.to_thread(calls)
-    finally:
-        client.close()
-    assert statuses == ["SUCCESS"] * 50
-    assert batch < 10 * one  # fifty one after another would take fifty times as long
-
-
 async def test_rpc_errors_keep_code_and_message(client: GatewayClient) -> None:
     def calls() -> None:
         echo = endpoint_of(client, "echo")
