@@ -1,4 +1,10 @@
-"""The `launch-gateway` command: `serve`, `local-launch`, `demo` and `check-config`."""
+"""The `launch-gateway` command: `serve`, `local-launch`, `demo`, `check-config`, `hash-key` and `health`.
+
+The module imports only the standard library; each command imports what it needs when it runs. The
+server's commands need the `server` extra (`pip install 'launch-gateway[server]'`) and `local-launch`
+and `demo` the testing package too (the production image leaves it out); without them the command
+says so in one line. `health` needs only the SDK, so a container's health check runs anywhere.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,14 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from launch_gateway.server.observability.logs import FLUSH_INTERVAL, configure_logging, flush_logs
-from launch_gateway.server.settings import ConfigError, Settings, load_settings, setting_names
+if TYPE_CHECKING:
+    from launch_gateway.server.settings import Settings
+
+# What the server's commands import beyond the SDK: the `server` extra's modules, by import name.
+SERVER_EXTRA = frozenset({"aiohttp", "prometheus_client", "redis", "grpc_health", "grpc_reflection"})
+TESTING = "launch_gateway.testing"  # the Launch imitation and the demo, left out of the production image
 
 
 def run(main: Coroutine[Any, Any, int]) -> int:
@@ -41,6 +51,8 @@ async def until_signalled(stop: Callable[[], Awaitable[None]]) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """The config file, then LAUNCH_GATEWAY_* variables, then flags (`--<setting> VALUE` or a short alias)."""
+    from launch_gateway.server.settings import load_settings, setting_names
+
     overrides = {name: getattr(args, _dest(name)) for name in setting_names()}
     aliases = {"upstream.url": args.upstream, "upstream.auth": args.upstream_auth, "server.host": args.host}
     aliases["server.port"] = args.port
@@ -55,6 +67,7 @@ def _dest(name: str) -> str:
 
 async def serve(settings: Settings, config_path: str | None) -> int:
     from launch_gateway.server.app import GatewayServer
+    from launch_gateway.server.observability.logs import flush_logs
 
     gateway = GatewayServer(settings, env=os.environ, config_path=config_path)
     await gateway.start()
@@ -75,6 +88,8 @@ async def serve(settings: Settings, config_path: str | None) -> int:
 
 
 async def flush_logs_periodically() -> None:
+    from launch_gateway.server.observability.logs import FLUSH_INTERVAL, flush_logs
+
     while True:
         await asyncio.sleep(FLUSH_INTERVAL)
         flush_logs()
@@ -103,6 +118,17 @@ async def local_launch(args: argparse.Namespace) -> int:
     return 0
 
 
+def every_setting() -> list[str]:
+    """The settings' dotted names, for `serve --<setting>`; none when the server is not installed."""
+    try:
+        from launch_gateway.server.settings import setting_names
+    except ModuleNotFoundError as exc:
+        if exc.name not in SERVER_EXTRA:
+            raise
+        return []  # `serve` will say which extra to install
+    return setting_names()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="launch-gateway", description="A gRPC gateway for Scale Launch.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -121,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     every = serve_cmd.add_argument_group(
         "every setting", "each setting as a flag; the README's table says what it does"
     )
-    for name in setting_names():
+    for name in every_setting():
         every.add_argument(f"--{name}", dest=_dest(name), metavar="VALUE")
 
     local_cmd = commands.add_parser("local-launch", help="run the Launch-compatible local server")
@@ -192,8 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     check_cmd.add_argument("file")
     commands.add_parser("hash-key", help="print the sha256: hash of an API key read from standard input")
 
-    health_cmd = commands.add_parser("health", help="ask a gateway's gRPC health service; exit 0 if SERVING")
+    health_cmd = commands.add_parser(
+        "health", help="ask a gateway's gRPC health service whether it is ready (or live); exit 0 if SERVING"
+    )
     health_cmd.add_argument("--address", default="127.0.0.1:50051", help="host:port of the gateway")
+    health_cmd.add_argument(
+        "--liveness",
+        action="store_true",
+        help="ask whether the process serves (container health checks) instead of whether it can reach Launch",
+    )
     health_cmd.add_argument("--timeout", type=float, default=3.0)
     health_cmd.add_argument("--tls", action="store_true", help="the gateway serves TLS")
     health_cmd.add_argument("--ca-file", help="PEM roots to trust (implies --tls)")
@@ -204,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def check_health(args: argparse.Namespace) -> int:
     import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from launch_gateway.client import health
     from launch_gateway.client.channel import ChannelSettings
 
     address, wait = args.address, args.timeout
@@ -217,57 +250,84 @@ async def check_health(args: argparse.Namespace) -> int:
     channel = grpc.aio.secure_channel(address, credentials) if credentials else grpc.aio.insecure_channel(address)
     async with channel:
         try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=wait)
+            entry = health.LIVENESS if args.liveness else health.READINESS
+            status = await health.check_health(channel, entry, deadline=wait)
         except grpc.aio.AioRpcError as exc:
             print(f"{address}: {exc.code().name}", file=sys.stderr)
             return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     print(f"{address}: {status}")
-    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+    return 0 if status == "SERVING" else 1
+
+
+def missing_install(command: str, exc: ModuleNotFoundError) -> str | None:
+    """The one line to print when `command` lacks a piece of the install, or None for any other module."""
+    if exc.name in SERVER_EXTRA:
+        return (
+            f"launch-gateway {command}: needs the server extra ({exc.name} is not installed): "
+            "pip install 'launch-gateway[server]'"
+        )
+    if exc.name == TESTING:
+        return (
+            f"launch-gateway {command}: the testing package ({TESTING}: the local Launch server and the demo) "
+            "is not installed here; the production image leaves it out"
+        )
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "serve":
-            settings = settings_from(args)
-            configure_logging(settings.log.level, settings.log.format)
-            if settings.server.workers > 1:
-                from launch_gateway.server.workers import run_workers
-
-                serve_argv = list(sys.argv[1:] if argv is None else argv)
-                return run(run_workers(settings, serve_argv, os.environ))
-            return run(serve(settings, args.config))
-        if args.command == "local-launch":
-            return run(local_launch(args))
-        if args.command == "demo":
-            from launch_gateway.testing.demo import demo
-
-            configure_logging("WARNING", "human")  # the calls' own output is the show; warnings still appear
-
-            return run(demo(once=args.once))
-        if args.command == "health":
-            return run(check_health(args))
-        if args.command == "check-config":
-            from launch_gateway.server.admission import load_edge
-
-            load_edge(load_settings(args.file, env=os.environ), os.environ)
-            print(f"{args.file}: ok")
-            return 0
-        if args.command == "hash-key":
-            from launch_gateway.server.access.tenants import hash_key
-
-            key = sys.stdin.readline().strip()
-            if not key:
-                raise ValueError("hash-key reads the API key from standard input")
-            print(hash_key(key))
-            return 0
-    except (ConfigError, ValueError) as exc:
+        return run_command(args, argv)
+    except ModuleNotFoundError as exc:
+        line = missing_install(args.command, exc)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 1
+    except ValueError as exc:  # ConfigError included: every problem of the configuration, one per line
         print(f"launch-gateway: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def run_command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    if args.command == "health":
+        return run(check_health(args))
+    from launch_gateway.server.observability.logs import configure_logging
+    from launch_gateway.server.settings import load_settings
+
+    if args.command == "serve":
+        settings = settings_from(args)
+        configure_logging(settings.log.level, settings.log.format)
+        if settings.server.workers > 1:
+            from launch_gateway.server.workers import run_workers
+
+            serve_argv = list(sys.argv[1:] if argv is None else argv)
+            return run(run_workers(settings, serve_argv, os.environ))
+        return run(serve(settings, args.config))
+    if args.command == "local-launch":
+        return run(local_launch(args))
+    if args.command == "demo":
+        from launch_gateway.testing.demo import demo
+
+        configure_logging("WARNING", "human")  # the calls' own output is the show; warnings still appear
+        return run(demo(once=args.once))
+    if args.command == "check-config":
+        from launch_gateway.server.admission import load_edge
+
+        load_edge(load_settings(args.file, env=os.environ), os.environ)
+        print(f"{args.file}: ok")
+        return 0
+    if args.command == "hash-key":
+        from launch_gateway.server.access.tenants import hash_key
+
+        key = sys.stdin.readline().strip()
+        if not key:
+            raise ValueError("hash-key reads the API key from standard input")
+        print(hash_key(key))
+        return 0
     raise AssertionError(f"unhandled command {args.command}")
 
 

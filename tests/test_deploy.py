@@ -17,12 +17,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from launch_gateway.cli import build_parser
 from launch_gateway.server.admission import load_edge
 from launch_gateway.server.settings import ConfigError, Settings, build_settings
-from tests.conftest import Stack
-from tests.ops.conftest import http_get
+from tests.conftest import Stack, StackFactory
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBE = ROOT / "deploy" / "kubernetes"
 PLACEHOLDER = "REPLACE_ME"
+PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 
 Manifest = dict[str, Any]
 
@@ -101,24 +101,32 @@ def test_gateway_listens_where_the_pod_exposes_it() -> None:
     assert s.metrics.host == "0.0.0.0"
 
 
+def probe_entry(kind: str) -> str:
+    """The gRPC health entry a probe of the gateway container asks ("" when it names none)."""
+    probe = gateway_container()[kind]
+    assert "grpc" in probe, f"{kind} should ask the standard gRPC health service, as the HEALTHCHECK does"
+    assert probe["grpc"]["port"] == container_ports()["grpc"]  # the kubelet's gRPC probe takes a number, not a name
+    return str(probe["grpc"].get("service", ""))
+
+
+async def health_status(stack: Stack, entry: str) -> str:
+    reply = await health_pb2_grpc.HealthStub(stack.channel).Check(
+        health_pb2.HealthCheckRequest(service=entry), timeout=5
+    )
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
 async def test_probes_ask_what_a_real_gateway_serves(stack: Stack) -> None:
-    container = gateway_container()
-    http_probes = {kind: container[kind]["httpGet"] for kind in ("readinessProbe", "livenessProbe")}
-    assert http_probes["readinessProbe"]["path"] == "/readyz"
-    assert http_probes["livenessProbe"]["path"] == "/healthz"
-    for kind, probe in http_probes.items():
-        assert probe["port"] == "http-metrics", kind
-        status, text = await http_get(stack, probe["path"])
-        assert status == 200, f"{kind} {probe['path']}: {status} {text}"
-    kinds = ("startupProbe", "readinessProbe", "livenessProbe")
-    grpc_probes = [container[kind]["grpc"] for kind in kinds if "grpc" in container.get(kind, {})]
-    assert grpc_probes, "a gRPC probe asks the standard health service"
-    for probe in grpc_probes:
-        assert probe["port"] == container_ports()["grpc"]  # the kubelet's gRPC probe takes a number, not a name
-        reply = await health_pb2_grpc.HealthStub(stack.channel).Check(
-            health_pb2.HealthCheckRequest(service=probe.get("service", "")), timeout=5
-        )
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    for kind in PROBES:
+        assert await health_status(stack, probe_entry(kind)) == "SERVING", kind
+
+
+async def test_a_launch_outage_fails_readiness_but_never_startup_or_liveness(make_stack: StackFactory) -> None:
+    stack = await make_stack(settings={"upstream": {"url": "http://127.0.0.1:9"}})  # nothing listens there
+    assert await health_status(stack, probe_entry("readinessProbe")) == "NOT_SERVING"
+    for kind in ("startupProbe", "livenessProbe"):
+        status = await health_status(stack, probe_entry(kind))
+        assert status == "SERVING", f"{kind} says {status}: the kubelet would restart a pod whose Launch is down"
 
 
 def test_command_is_accepted_by_the_cli_and_reads_the_mounted_config() -> None:

@@ -3,8 +3,9 @@
 `GatewayServer` owns the lifecycle: `start()` opens the upstream session and binds the port (0 picks
 a free one, read back from `port`); `stop()` refuses new calls, lets calls in flight finish within
 the grace period, then closes the upstream session and the rate limiter. The standard health
-service reports SERVING while the gateway runs, and reflection (on unless `server.reflection =
-false`) lets grpcurl and other tools discover the API without `.proto` files.
+service's `liveness` entry is SERVING while the process serves, "" and EndpointService's while it is
+ready (see `observability.probes`), and reflection (on unless `server.reflection = false`) lets
+grpcurl and other tools discover the API without `.proto` files.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from launch_gateway.client.health import LIVENESS
 from launch_gateway.server.access.credentials import credential_for_key
 from launch_gateway.server.access.reload import EdgeSource
 from launch_gateway.server.admission import Gate
@@ -230,6 +232,9 @@ class GatewayServer:
                 raise OSError(f"cannot listen on {address}")
             for name in (SERVICE_NAME, ""):  # not serving until the first readiness check says so
                 await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            # Liveness (and startup) probes ask this one: SERVING from here until shutdown, whether or not
+            # Launch answers, so an upstream outage never restarts the gateway.
+            await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
             await server.start()
             self._server = server
             await self.readiness.start()

@@ -2,8 +2,10 @@
 
 `Readiness` checks in the background (every `metrics.readiness_interval` seconds, never per scrape)
 that the upstream answers HTTP; the gateway is ready when its configuration is loaded, the upstream
-answers, and it is not draining. It drives the standard gRPC health service: SERVING only when
-ready, NOT_SERVING otherwise and for good once draining starts.
+answers, and it is not draining. It drives the standard gRPC health service's readiness entries (""
+and EndpointService's): SERVING only when ready, NOT_SERVING otherwise and for good once draining
+starts. Liveness is apart and never follows the upstream: the `liveness` entry (SERVING from start
+until shutdown, set by the app) and `/healthz`.
 
 `OpsServer` serves, on its own port (aiohttp): `/metrics` (Prometheus text format), `/healthz` (200
 while the process runs) and `/readyz` (200 when ready, else 503 with the reasons).
