@@ -9,7 +9,10 @@ from collections import Counter
 import grpc
 import pytest
 from aiohttp import web
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
+from launch_gateway.testing.local_launch import Faults
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import RawUpstream, StackFactory, collect
 from tests.ops.conftest import http_get
@@ -208,3 +211,49 @@ async def test_a_full_connection_pool_fails_a_call_instead_of_queueing_for_ever(
     holder.cancel()
     await stack.launch.wait_for_record(lambda r: r.path == "/v1/streaming-tasks" and r.outcome == "disconnected")
     assert (await stack.stub.Predict(ECHO, timeout=10)).response.status == pb.TASK_STATUS_SUCCESS
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The google.rpc.ErrorInfo detail of a failed call, or None."""
+    status = rpc_status.from_call(error)
+    info = error_details_pb2.ErrorInfo()
+    if status is not None and any(detail.Unpack(info) for detail in status.details):
+        return info
+    return None
+
+
+@pytest.mark.parametrize(
+    ("faults", "http_status", "code"),
+    [
+        (None, 401, grpc.StatusCode.UNAUTHENTICATED),  # the gateway's key is refused
+        (Faults(error_rates={403: 1.0}), 403, grpc.StatusCode.PERMISSION_DENIED),
+        (Faults(error_rates={422: 1.0}), 422, grpc.StatusCode.INVALID_ARGUMENT),
+        (Faults(throttle_rate=1.0), 429, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (Faults(error_rates={500: 1.0}), 500, grpc.StatusCode.INTERNAL),
+    ],
+    ids=["401", "403", "422", "429", "500"],
+)
+async def test_upstream_errors_carry_error_info_naming_the_http_status(
+    make_stack: StackFactory, faults: Faults | None, http_status: int, code: grpc.StatusCode
+) -> None:
+    stack = await make_stack(api_keys=["the-key"], upstream_key="the-key" if faults else "a-refused-key")
+    stack.launch.faults = faults or Faults()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.Predict(pb.PredictRequest(endpoint_name="echo", request=ECHO.request), timeout=10)
+    assert caught.value.code() == code
+    info = error_info(caught.value)
+    assert info is not None, caught.value
+    assert (info.domain, info.reason, dict(info.metadata)) == (
+        "launch-gateway",
+        "UPSTREAM_HTTP_ERROR",
+        {"http_status": str(http_status)},
+    )
+
+
+async def test_errors_the_gateway_decides_name_no_upstream_status(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # Launch answered 200 with no such endpoint
+        await stack.stub.Predict(pb.PredictRequest(endpoint_name="missing", request=ECHO.request), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    info = error_info(caught.value)
+    assert info is None or info.reason != "UPSTREAM_HTTP_ERROR", info
