@@ -67,6 +67,44 @@ async def test_a_tampered_handle_is_invalid_argument(edge_stack: Stack, tamper: 
     assert (caught.value.details() or "").startswith("task_id:")
 
 
+def _respelled(handle: str, respell: str) -> str:
+    """The handle with its MAC written another way that a loose base64 decoder reads as the same bytes."""
+    version, payload, mac = handle.split(".")
+    if respell == "noise":
+        mac = mac[:10] + "!!" + mac[10:]
+    elif respell == "padding":
+        mac += "=="
+    elif respell == "extra-padding":
+        mac += "===="
+    elif respell == "standard-alphabet":
+        mac = mac.translate(str.maketrans("-_", "+/"))
+    elif respell == "trailing-bits":  # 43 characters carry 258 bits: the last one's low 2 bits are spare
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        last = alphabet.index(mac[-1])
+        mac = mac[:-1] + alphabet[last ^ 1]
+    elif respell == "space":
+        mac = mac[:5] + " " + mac[5:]
+    return f"{version}.{payload}.{mac}"
+
+
+@pytest.mark.parametrize(
+    "respell", ["noise", "padding", "extra-padding", "standard-alphabet", "trailing-bits", "space"]
+)
+async def test_a_handle_has_one_spelling(edge_stack: Stack, respell: str) -> None:
+    for _ in range(20):  # the standard alphabet differs only where the MAC has '-' or '_'
+        task_id = await submit(edge_stack)
+        if respell != "standard-alphabet" or set(task_id.split(".")[2]) & set("-_"):
+            break
+    respelled = _respelled(task_id, respell)
+    assert respelled != task_id
+    get = edge_stack.stub.GetAsyncTask
+    assert (await get(pb.GetAsyncTaskRequest(task_id=task_id), timeout=10, metadata=bearer(KEY_A))).response.task_id
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await get(pb.GetAsyncTaskRequest(task_id=respelled), timeout=10, metadata=bearer(KEY_A))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == "task_id: not a task handle issued by this gateway"
+
+
 async def test_a_handle_is_served_after_a_secret_rotation(make_stack: StackFactory) -> None:
     old = await make_stack(api_keys=[LAUNCH_KEY_A], settings={"tenants": tenants()}, gateway_env=ENV)
     task_id = await submit(old)

@@ -1,9 +1,11 @@
 """Task handles: the `task_id` callers see, bound to the tenant and endpoint that created the task.
 
 A handle is `t1.<payload>.<mac>`: the payload (base64url JSON of tenant, endpoint and the upstream's
-task id) signed with HMAC-SHA256. Nothing is stored, so every replica that shares the secrets can
-serve any handle. The first secret signs; every listed secret verifies, so a secret is rotated by
-putting the new one first and dropping the old one once its handles have expired from use.
+task id) signed with HMAC-SHA256, both in unpadded base64url with exactly one spelling: anything else
+is not a handle, so a handle cannot be respelled into another string that verifies. Nothing is
+stored, so every replica that shares the secrets can serve any handle. The first secret signs; every
+listed secret verifies, so a secret is rotated by putting the new one first and dropping the old one
+once its handles have expired from use.
 Pure: no I/O.
 """
 
@@ -14,6 +16,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,8 +39,22 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict unpadded base64url: one spelling per value, so a handle cannot be respelled.
+
+    The decoder alone is loose (it skips characters outside the alphabet, accepts any padding and
+    ignores the spare bits of the last character), so the text must also be exactly what encoding
+    the decoded bytes gives back.
+    """
+    if not _B64URL.fullmatch(text):
+        raise ValueError("not unpadded base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not the canonical base64url of its bytes")
+    return data
 
 
 class TaskHandles:
