@@ -4,7 +4,9 @@
   key. With tenants it names the tenant; in `forward` mode it is also the Launch key, and goes
   upstream as Launch's clients send it: HTTP Basic with the key as user name and no password.
 - `x-request-id` and `traceparent` pass through to the upstream unchanged, so one id follows a
-  call across both hops; other metadata stays at the gateway.
+  call across both hops; other metadata stays at the gateway. A request id is used only when it is
+  plain (`usable_request_id`: letters, digits and `._:-`, at most 128 characters): it goes into log
+  lines, where anything else could pass for fields of its own; otherwise the gateway makes one.
 Pure: no grpc, no aiohttp.
 """
 
@@ -12,9 +14,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable, Mapping
 
 PASSED_THROUGH = ("x-request-id", "traceparent", "tracestate")
+REQUEST_ID_MAX = 128
+_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{REQUEST_ID_MAX}}}")
 
 Metadata = Iterable[tuple[str, str | bytes]]
 
@@ -62,3 +67,8 @@ def passed_through_headers(metadata: Metadata | None) -> Mapping[str, str]:
         if name in PASSED_THROUGH and not isinstance(value, bytes):
             headers[name] = value
     return headers
+
+
+def usable_request_id(value: str | None) -> str | None:
+    """The caller's `x-request-id` if it is plain enough to log and pass on, else None."""
+    return value if value is not None and _REQUEST_ID.fullmatch(value) else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import re
 import sys
 import time
 from typing import Any
@@ -44,8 +45,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, separators=(",", ":"), default=str)
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9._:/@+-]+")
+
+
+def human_value(value: object) -> str:
+    """A field's value for a human line: as is when plain, else a JSON string (quoted and escaped).
+
+    Values can come from callers; written raw, a space or an `=` in one would read as more fields.
+    """
+    text = str(value)
+    return text if _PLAIN.fullmatch(text) else json.dumps(text)
+
+
 class HumanFormatter(logging.Formatter):
-    """`time level logger: message key=value ...` for terminals."""
+    """`time level logger: message key=value ...` for terminals (values escaped: `human_value`)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -54,7 +67,7 @@ class HumanFormatter(logging.Formatter):
         text = super().format(record)
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            text += " " + " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, ""))
+            text += " " + " ".join(f"{k}={human_value(v)}" for k, v in fields.items() if v not in (None, ""))
         return text
 
 

@@ -16,10 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from launch_gateway.server.errors import Code
+from launch_gateway.server.headers import usable_request_id
 from launch_gateway.server.observability.logs import ACCESS
 from launch_gateway.server.observability.metrics import GRPC_CODE_NAMES, OTHER, Metrics, RpcMeter
-
-REQUEST_ID_MAX = 128
 
 _current: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("gateway_call", default=None)
 
@@ -68,10 +67,8 @@ class CallRecord:
 
 
 def request_id_from(value: str | None) -> str:
-    """The caller's x-request-id when it is usable, else a new one."""
-    if value and len(value) <= REQUEST_ID_MAX and value.isprintable():
-        return value
-    return uuid.uuid4().hex
+    """The caller's x-request-id when it is usable (see `headers.usable_request_id`), else a new one."""
+    return usable_request_id(value) or uuid.uuid4().hex
 
 
 class Telemetry:
