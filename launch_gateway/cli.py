@@ -123,7 +123,7 @@ def every_setting() -> list[str]:
     try:
         from launch_gateway.server.settings import setting_names
     except ModuleNotFoundError as exc:
-        if exc.name not in SERVER_EXTRA:
+        if (exc.name or "").partition(".")[0] not in SERVER_EXTRA:
             raise
         return []  # `serve` will say which extra to install
     return setting_names()
@@ -261,7 +261,7 @@ async def check_health(args: argparse.Namespace) -> int:
 
 def missing_install(command: str, exc: ModuleNotFoundError) -> str | None:
     """The one line to print when `command` lacks a piece of the install, or None for any other module."""
-    if exc.name in SERVER_EXTRA:
+    if (exc.name or "").partition(".")[0] in SERVER_EXTRA:
         return (
             f"launch-gateway {command}: needs the server extra ({exc.name} is not installed): "
             "pip install 'launch-gateway[server]'"
