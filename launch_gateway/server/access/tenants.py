@@ -158,10 +158,14 @@ def parse_tenant(name: str, table: Any, problems: list[str]) -> Tenant | None:
                 problems.append(f"{where}.{key}: must be {'a non-negative integer' if kind is int else 'a string'}")
             else:
                 values[key] = value
-    for digest in values.get("api_key_hashes", ()):
+    for number, digest in enumerate(values.get("api_key_hashes", ()), 1):
         hexpart = digest.removeprefix(HASH_PREFIX)
         if not digest.startswith(HASH_PREFIX) or len(hexpart) != 64 or set(hexpart) - set("0123456789abcdef"):
-            problems.append(f"{where}.api_key_hashes: {digest[:12]}... is not sha256:<64 hex> (see hash-key)")
+            # Nothing of it is shown: what is not a hash may be the key itself, pasted by mistake.
+            problems.append(
+                f"{where}.api_key_hashes: entry {number} is not sha256:<64 hex> "
+                "(see hash-key; the entry is not shown, it may be a key)"
+            )
     if not values.get("endpoints"):
         problems.append(f'{where}.endpoints: must list at least one endpoint name or pattern ("*" for all)')
     if not values.get("api_key_hashes") and not values.get("mtls_subjects"):
