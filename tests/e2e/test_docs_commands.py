@@ -165,21 +165,14 @@ async def test_serve_in_front_of_the_local_server_as_the_docs_say(serve_process:
         assert code == 0, err
 
 
-async def test_python_stubs_generate_and_load_beside_the_sdk(tmp_path: Path) -> None:
+async def test_the_python_stub_commands_write_the_modules_the_doc_names(tmp_path: Path) -> None:
+    """The doc's commands, as printed, in a folder with `protos/`; tests/packaging/test_user_stubs.py loads
+    such stubs beside the SDK."""
     python = section(read("docs/other-languages.md"), "### Python")
     script = next(block.text for block in fenced(python, "sh") if "grpc_tools.protoc" in block.text)
     (tmp_path / "protos").symlink_to(ROOT / "protos")
     code, _, err = await run("bash", "-e", "-c", script.replace("python -m", f"{sys.executable} -m"), cwd=tmp_path)
     assert code == 0, err
-    assert (tmp_path / "gen" / "launch_gateway" / "v1" / "endpoint_service_pb2_grpc.py").is_file()
-    both = (
-        "import importlib.util, sys\n"
-        "from launch_gateway import EndpointRequest\n"
-        "from launch_gateway.v1 import endpoint_service_pb2 as ours\n"
-        "spec = importlib.util.spec_from_file_location('theirs', 'gen/launch_gateway/v1/endpoint_service_pb2.py')\n"
-        "theirs = importlib.util.module_from_spec(spec); spec.loader.exec_module(theirs)\n"
-        "message = theirs.PredictRequest(endpoint_name='echo', request=EndpointRequest(args={'n': 1}).to_proto())\n"
-        "assert ours.PredictRequest.FromString(message.SerializeToString()) == message\n"
-    )
-    code, _, err = await run(sys.executable, "-c", both, cwd=tmp_path)
-    assert code == 0, err
+    assert "import as `launch_gateway.v1.endpoint_service_pb2`" in python
+    generated = sorted(p.name for p in (tmp_path / "gen" / "launch_gateway" / "v1").iterdir())
+    assert generated == ["endpoint_service_pb2.py", "endpoint_service_pb2.pyi", "endpoint_service_pb2_grpc.py"]
