@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -125,3 +127,64 @@ async def test_message_size_limit_is_resource_exhausted(make_stack: StackFactory
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stack.stub.Predict(big, timeout=10)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def waiting(task_id: str, seconds: float) -> pb.WaitAsyncTaskRequest:
+    timeout = duration_pb2.Duration()
+    timeout.FromTimedelta(datetime.timedelta(seconds=seconds))
+    return pb.WaitAsyncTaskRequest(task_id=task_id, timeout=timeout)
+
+
+async def test_waiting_calls_are_capped_apart_from_unary_calls(make_stack: StackFactory) -> None:
+    stack = await limited_stack(make_stack, max_waits=1, max_unary=1)
+    submit = pb.SubmitAsyncRequest(endpoint_name="echo-async", request=pb.EndpointRequest(args_json='{"delay": 30}'))
+    task_id = (await stack.stub.SubmitAsync(submit, timeout=10, metadata=bearer(KEY_A))).task_id
+    first = stack.stub.WaitAsyncTask(waiting(task_id, 30), timeout=30, metadata=bearer(KEY_A))
+    await wait_for(
+        lambda: stack.gateway.concurrency.in_flight("team-a", "wait") == 1, within=5, what="the first wait to start"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.WaitAsyncTask(waiting(task_id, 30), timeout=10, metadata=bearer(KEY_A))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # at once, not queued behind the first
+    assert "cap of 1 waiting WaitAsyncTask calls" in (caught.value.details() or "")
+    look = await stack.stub.GetAsyncTask(pb.GetAsyncTaskRequest(task_id=task_id), timeout=10, metadata=bearer(KEY_A))
+    assert look.response.status in {pb.TASK_STATUS_PENDING, pb.TASK_STATUS_STARTED}  # a unary call has its own cap
+    first.cancel()
+    await wait_for(
+        lambda: stack.gateway.concurrency.in_flight("team-a", "wait") == 0,
+        within=5,
+        what="the cancelled wait to give its slot back",
+    )
+    again = await stack.stub.WaitAsyncTask(waiting(task_id, 0.1), timeout=5, metadata=bearer(KEY_A))
+    assert again.response.status in {pb.TASK_STATUS_PENDING, pb.TASK_STATUS_STARTED}
+
+
+async def test_every_rpc_spends_a_token_task_polls_included(make_stack: StackFactory) -> None:
+    stack = await limited_stack(make_stack, rate={"per_second": 0.001, "burst": 4})
+    submit = pb.SubmitAsyncRequest(endpoint_name="echo-async", request=pb.EndpointRequest(args_json='{"delay": 0}'))
+    task_id = (await stack.stub.SubmitAsync(submit, timeout=10, metadata=bearer(KEY_A))).task_id
+    spent = [
+        stack.stub.GetAsyncTask(pb.GetAsyncTaskRequest(task_id=task_id), timeout=10, metadata=bearer(KEY_A)),
+        stack.stub.WaitAsyncTask(waiting(task_id, 10), timeout=10, metadata=bearer(KEY_A)),
+        stack.stub.GetEndpoint(pb.GetEndpointRequest(endpoint_name="echo"), timeout=10, metadata=bearer(KEY_A)),
+    ]
+    remaining = []
+    for call in spent:
+        await call
+        remaining.append(dict(await call.initial_metadata() or ())["ratelimit-remaining"])
+    assert remaining == ["2", "1", "0"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.GetAsyncTask(pb.GetAsyncTaskRequest(task_id=task_id), timeout=10, metadata=bearer(KEY_A))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_a_response_past_max_send_message_bytes_is_resource_exhausted(make_stack: StackFactory) -> None:
+    stack = await make_stack(settings={"server": {"max_send_message_bytes": 4096}})
+    small = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json='{"x": "%s"}' % ("y" * 1024)))
+    assert (await stack.stub.Predict(small, timeout=10)).response.status == pb.TASK_STATUS_SUCCESS
+    big = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json='{"x": "%s"}' % ("y" * 8192)))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # the request fits; echo's answer does not
+        await stack.stub.Predict(big, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    sync = [r for r in stack.launch.records if r.path == "/v1/sync-tasks"]
+    assert [r.status for r in sync] == [200, 200]  # Launch answered both; the gateway could not send the second
