@@ -28,6 +28,7 @@ from tests.ops.test_metrics import traffic_stack  # noqa: F401  (the fixture, us
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "dashboards" / "launch-gateway.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+ALERT_TESTS = ALERTS.with_name("alerts_test.yml")
 
 OURS = re.compile(r"\b(?:grpc_server_|gateway_)[a-z0-9_:]*")
 SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}")
@@ -52,7 +53,11 @@ DASHBOARD_METRICS = {
     "gateway_async_waits_total",
     "gateway_endpoint_cache_total",
     "gateway_config_reloads_total",
+    "gateway_ready",
+    "gateway_upstream_reachable",
 }
+PER_SECOND_UNITS = {"reqps", "eps", "ops", "cps"}  # Grafana's unit ids (valueFormats/categories.ts, Throughput)
+CODE_MATCHER = re.compile(r'grpc_code(=~|!~)"([^"]*)"')
 
 Scrape = dict[str, set[str]]  # sample name -> its label names
 
@@ -162,6 +167,44 @@ def test_dashboard_is_scoped_by_datasource_job_and_instance() -> None:
                 assert 'instance=~"$instance"' in matchers, f"{panel['title']}: {metric} is not scoped by $instance"
 
 
+def panels_by_title() -> dict[str, dict[str, Any]]:
+    return {p["title"]: p for p in dashboard()["panels"]}
+
+
+def test_rate_panels_have_a_per_second_unit() -> None:
+    for panel in dashboard()["panels"]:
+        exprs = [t["expr"] for t in panel.get("targets", [])]
+        if exprs and all("rate(" in e and " / " not in e and "histogram_quantile" not in e for e in exprs):
+            assert panel["fieldConfig"]["defaults"]["unit"] in PER_SECOND_UNITS, panel["title"]
+    assert panels_by_title()["Stream events per second"]["fieldConfig"]["defaults"]["unit"] == "eps"
+
+
+def test_per_code_panels_draw_only_the_codes_that_occur() -> None:
+    """Every method and code pair exists from the start at zero: 6 methods x 17 codes drawn as flat lines."""
+    for title, expr in panel_queries():
+        if "grpc_server_handled_total" in expr and re.search(r"by \(grpc_method, grpc_code\)", expr):
+            assert expr.rstrip().endswith("> 0"), title
+
+
+def test_counts_over_the_time_range_do_not_change_with_zoom() -> None:
+    for title, expr in panel_queries():
+        if "increase(" in expr:
+            assert "[$__range]" in expr, title
+            assert "$__rate_interval" not in expr, title
+    reloads = panels_by_title()["Config reloads in the time range"]
+    assert reloads["type"] == "stat"
+    assert all(t["instant"] for t in reloads["targets"])
+
+
+def test_the_error_ratio_panel_counts_what_the_paging_alert_counts() -> None:
+    rule = next(r for r in alert_rules() if r["alert"] == "LaunchGatewayErrorRatioHigh")
+    (target,) = panels_by_title()["Server error ratio by method"]["targets"]
+    assert set(CODE_MATCHER.findall(target["expr"])) == set(CODE_MATCHER.findall(rule["expr"]))
+    matchers = dict(CODE_MATCHER.findall(rule["expr"]))
+    assert "ResourceExhausted" not in matchers["=~"].split("|")  # the numerator: server-caused codes only
+    assert set(matchers["!~"].split("|")) == {"ResourceExhausted", "Unauthenticated", "PermissionDenied"}
+
+
 def test_histogram_quantiles_keep_the_le_label() -> None:
     for title, expr in panel_queries():
         if "histogram_quantile" in expr:
@@ -196,59 +239,17 @@ async def test_promtool_accepts_the_alert_rules() -> None:
     await promtool("check", "rules", str(ALERTS))
 
 
-def series(metric: str, values: str, **labels: str) -> dict[str, str]:
-    pairs = ", ".join(f'{k}="{v}"' for k, v in {"job": "launch-gateway", **labels}.items())
-    return {"series": f"{metric}{{{pairs}}}", "values": values}
+def test_every_paging_alert_has_a_promtool_case() -> None:
+    """A page that no case in alerts_test.yml names could be firing on refusals, or never at all."""
+    cases = yaml.safe_load(ALERT_TESTS.read_text())
+    assert cases["rule_files"] == [ALERTS.name]
+    named = set(re.findall(r'alertname="([A-Za-z]+)"', ALERT_TESTS.read_text()))
+    pages = {r["alert"] for r in alert_rules() if r["labels"]["severity"] == "page"}
+    assert pages - named == set()
 
 
-def fires_only(alert: str, at: str, **labels: str) -> dict[str, Any]:
-    """A promtool expression test: at `at`, `alert` fires exactly once, with these labels."""
-
-    def firing(**more: str) -> str:
-        pairs = ", ".join(f'{k}="{v}"' for k, v in {"alertname": alert, "alertstate": "firing", **more}.items())
-        return f"ALERTS{{{pairs}}}"
-
-    return {
-        "expr": firing(),
-        "eval_time": at,
-        "exp_samples": [{"labels": firing(job="launch-gateway", **labels), "value": 1}],
-    }
-
-
-async def test_alerts_fire_on_server_errors_and_surges_but_not_on_callers_mistakes(tmp_path: Path) -> None:
-    """promtool's rule unit tests, on synthetic series sampled every minute."""
-    handled = "grpc_server_handled_total"
-    rpc = {"grpc_type": "unary", "grpc_service": "launch_gateway.v1.EndpointService"}
-    decisions = "gateway_ratelimit_decisions_total"
-    upstream = "gateway_upstream_requests_total"
-    tests = {
-        "rule_files": [str(ALERTS)],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    # Predict: 10% Internal. GetEndpoint: 10% NotFound, the callers' doing.
-                    series(handled, "0+5400x30", grpc_method="Predict", grpc_code="OK", **rpc),
-                    series(handled, "0+600x30", grpc_method="Predict", grpc_code="Internal", **rpc),
-                    series(handled, "0+5400x30", grpc_method="GetEndpoint", grpc_code="OK", **rpc),
-                    series(handled, "0+600x30", grpc_method="GetEndpoint", grpc_code="NotFound", **rpc),
-                    # Tenant a: quiet for an hour, then 2 refusals a second. Tenant b: steady refusals.
-                    series(decisions, "0+60x90", tenant="a", result="allowed"),
-                    series(decisions, "0x70 0+120x20", tenant="a", result="limited"),
-                    series(decisions, "0+120x90", tenant="b", result="limited"),
-                    # Launch: most requests get no answer.
-                    series(upstream, "0+60x30", route="/v1/sync-tasks", status="200"),
-                    series(upstream, "0+600x30", route="/v1/sync-tasks", status="error"),
-                ],
-                "promql_expr_test": [
-                    fires_only("LaunchGatewayErrorRatioHigh", "20m", grpc_method="Predict", severity="page"),
-                    fires_only("LaunchGatewayRateLimitingSurge", "85m", tenant="a", severity="warning"),
-                    fires_only("LaunchGatewayUpstreamDown", "10m", severity="page"),
-                ],
-            }
-        ],
-    }
-    (tmp_path / "alerts_test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
-    output = await promtool("test", "rules", "alerts_test.yml", cwd=tmp_path)
+async def test_promtool_unit_tests_of_the_alert_rules_pass() -> None:
+    """deploy/prometheus/alerts_test.yml: server errors and an upstream outage page (the outage within a
+    minute); a tenant over its quota, callers' mistakes, Launch's 429s and one unready replica do not."""
+    output = await promtool("test", "rules", ALERT_TESTS.name, cwd=ALERT_TESTS.parent)
     assert "SUCCESS" in output
