@@ -65,6 +65,15 @@ async def test_wait_ends_at_the_callers_deadline_without_failing(stack: Stack) -
     assert reply.response.status in {pb.TASK_STATUS_PENDING, pb.TASK_STATUS_STARTED}
 
 
+async def test_wait_ends_at_a_long_deadline_without_failing(stack: Stack) -> None:
+    # grpc-core sends a timeout of 10 s or more rounded up to 100 ms, so the gateway sees a deadline up to
+    # 100 ms later than the caller's: the margin it keeps back has to cover that, or the caller's deadline
+    # passes before the last status arrives. (Deadlines under 10 s are rounded to 10 ms.)
+    task_id = await submit(stack, delay=60)
+    reply = await stack.stub.WaitAsyncTask(pb.WaitAsyncTaskRequest(task_id=task_id), timeout=10.5)
+    assert reply.response.status in {pb.TASK_STATUS_PENDING, pb.TASK_STATUS_STARTED}
+
+
 async def test_a_failing_task_ends_in_failure_with_traceback(stack: Stack) -> None:
     task_id = await submit(stack, "fail-async", delay=0)
     reply = await stack.stub.WaitAsyncTask(wait_request(task_id, 10), timeout=15)
