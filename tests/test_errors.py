@@ -5,7 +5,28 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from launch_gateway.server.errors import HTTP_TO_GRPC, Code, code_for_http_status, describe_error_body, error_from_http
+from launch_gateway.server.errors import (
+    HTTP_TO_GRPC,
+    UPSTREAM_ERRORS,
+    Aborted,
+    Cancelled,
+    Code,
+    FailedPrecondition,
+    GatewayError,
+    Internal,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unimplemented,
+    Unknown,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    code_for_http_status,
+    describe_error_body,
+    error_from_http,
+)
 
 
 @pytest.mark.parametrize(
@@ -63,8 +84,48 @@ def test_error_bodies_are_described_readably(body: bytes, text: str) -> None:
     assert describe_error_body(body) == text
 
 
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, UpstreamRejected),
+        (401, Unauthenticated),
+        (403, PermissionDenied),
+        (404, NotFound),
+        (408, UpstreamTimeout),
+        (409, Aborted),
+        (413, ResourceExhausted),
+        (422, UpstreamRejected),
+        (429, ResourceExhausted),
+        (499, Cancelled),
+        (500, Internal),
+        (501, Unimplemented),
+        (502, UpstreamUnavailable),
+        (503, UpstreamUnavailable),
+        (504, UpstreamTimeout),
+        (418, FailedPrecondition),
+        (507, Internal),
+        (302, Unknown),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else str(v),
+)
+def test_error_from_http_is_the_class_for_its_code(status: int, kind: type[GatewayError]) -> None:
+    error = error_from_http("GET", "/v1/model-endpoints", status, b'{"detail":"no"}', retry_after=1.5)
+    assert type(error) is kind
+    assert error.code is code_for_http_status(status)
+    assert (error.http_status, error.retry_after) == (status, 1.5)
+    assert error.message == f"upstream GET /v1/model-endpoints answered HTTP {status}: no"
+
+
+def test_each_code_has_exactly_one_upstream_class_and_it_carries_that_code() -> None:
+    for code, kind in UPSTREAM_ERRORS.items():
+        assert kind.code is code, kind
+    assert len(set(UPSTREAM_ERRORS.values())) == len(UPSTREAM_ERRORS)
+    reachable = {code_for_http_status(status) for status in range(100, 600) if not 200 <= status < 300}
+    assert reachable <= set(UPSTREAM_ERRORS)
+
+
 def test_error_from_http_names_route_status_and_keeps_retry_after() -> None:
     error = error_from_http("POST", "/v1/sync-tasks", 429, b'{"error":"Too many requests"}', retry_after=2.0)
-    assert error.code is Code.RESOURCE_EXHAUSTED
+    assert isinstance(error, ResourceExhausted)
     assert error.retry_after == 2.0
     assert error.message == "upstream POST /v1/sync-tasks answered HTTP 429: Too many requests"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from launch_gateway.server.upstream.sse import EventTooLarge, SSEParser
+from launch_gateway.server.errors import EventTooLarge
+from launch_gateway.server.upstream.sse import SSEParser
 
 
 def test_launch_framing_gives_one_event_per_blank_line() -> None:

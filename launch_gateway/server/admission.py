@@ -28,22 +28,20 @@ from launch_gateway.server.access.callbacks import callback_host, check_callback
 from launch_gateway.server.access.credentials import Credential, credential_for_key
 from launch_gateway.server.access.handles import TaskHandles, parse_secrets
 from launch_gateway.server.access.tenants import Tenant, TenantDirectory
-from launch_gateway.server.errors import Code, GatewayError, InvalidArgument, Unauthenticated
+from launch_gateway.server.errors import (
+    ConfigError,
+    InvalidArgument,
+    LimitExceeded,
+    PermissionDenied,
+    Unauthenticated,
+)
 from launch_gateway.server.headers import Metadata, presented_api_key
 from launch_gateway.server.limits.buckets import Decision, Rate, RateLimiter
 from launch_gateway.server.limits.concurrency import ConcurrencyLimiter, Kind, Lease
 from launch_gateway.server.observability.telemetry import Telemetry
-from launch_gateway.server.settings import ConfigError, Settings
+from launch_gateway.server.settings import Settings
 
 log = logging.getLogger("launch_gateway")
-
-
-class PermissionDenied(GatewayError):
-    code = Code.PERMISSION_DENIED
-
-
-class LimitExceeded(GatewayError):
-    code = Code.RESOURCE_EXHAUSTED
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,38 @@
-"""The gateway's expected failures and the one table from upstream HTTP status to gRPC code.
+"""The gateway's expected failures, the one table from upstream HTTP status to gRPC code, and the
+one table from code to the class that carries it.
 
-Everything a caller can be told is a `GatewayError`, carrying a gRPC code, a message and, for
-throttling, a retry delay. The service boundary turns it into the RPC's status; anything else
-that escapes a handler is a bug and becomes INTERNAL there.
+Everything a caller can be told is a `GatewayError`, carrying a gRPC code (its class's), a message
+and, for throttling, a retry delay. The service boundary turns it into the RPC's status; anything
+else that escapes a handler is a bug and becomes INTERNAL there. Callers test the type
+(`except NotFound`), never the code: an upstream 404 is a `NotFound` like the gateway's own.
 
-    GatewayError                    code chosen per instance (e.g. from the HTTP table)
+    GatewayError                    the root: code UNKNOWN unless a subclass says otherwise
+    ├── Cancelled                   CANCELLED: the upstream says the request was cancelled (HTTP 499)
+    ├── Unknown                     UNKNOWN: an upstream answer that is neither success nor error (1xx, 3xx)
     ├── InvalidArgument             INVALID_ARGUMENT: the request names the field and the reason
+    │   └── UpstreamRejected        the upstream refused the request as malformed (HTTP 400, 422)
+    ├── DeadlineExceeded            DEADLINE_EXCEEDED
+    │   └── UpstreamTimeout         the upstream did not answer in time (or said so: HTTP 408, 504)
     ├── NotFound                    NOT_FOUND: unknown endpoint or task
-    ├── WrongEndpointKind           FAILED_PRECONDITION: the RPC does not fit the endpoint's kind
-    ├── Unauthenticated             UNAUTHENTICATED: no credential, or one the upstream refused
-    ├── UpstreamUnavailable         UNAVAILABLE: the upstream could not be reached or is down
-    │   └── ConnectFailed           no connection: the request was never sent, so any call may retry
-    ├── UpstreamTimeout             DEADLINE_EXCEEDED: the upstream did not answer in time
-    ├── UpstreamTooLarge            RESOURCE_EXHAUSTED: the upstream's answer is past upstream.max_body_bytes
-    └── UpstreamProtocolError       INTERNAL: the upstream answered something we cannot read
+    ├── PermissionDenied            PERMISSION_DENIED: the tenant may not call this endpoint
+    │                               (CallbackRefused, in access/callbacks.py, is the callback policy's)
+    ├── ResourceExhausted           RESOURCE_EXHAUSTED: too much or too often; `retry_after` says when to retry
+    │   ├── LimitExceeded           a tenant's rate limit or concurrency cap
+    │   └── UpstreamTooLarge        the upstream's answer is past upstream.max_body_bytes
+    ├── FailedPrecondition          FAILED_PRECONDITION: an upstream client error the table does not name
+    │   └── WrongEndpointKind       the RPC does not fit the endpoint's kind
+    ├── Aborted                     ABORTED: the upstream saw a conflict (HTTP 409)
+    ├── Unimplemented               UNIMPLEMENTED: the upstream does not offer this (HTTP 501)
+    ├── Internal                    INTERNAL: a bug in the gateway, or the upstream's own (HTTP 500)
+    │   └── UpstreamProtocolError   the upstream answered something we cannot read
+    │       └── EventTooLarge       a server-sent event (or line) past the parser's size limit
+    ├── Unavailable                 UNAVAILABLE: clients retry this at once, on this replica or another
+    │   ├── UpstreamUnavailable     the upstream could not be reached or is down (HTTP 502, 503)
+    │   │   └── ConnectFailed       no connection: the request was never sent, so any call may retry
+    │   └── ShuttingDown            the gateway is draining
+    └── Unauthenticated             UNAUTHENTICATED: no credential, or one the upstream refused
+
+    ConfigError (a ValueError)      the configuration has problems: not an RPC's failure but the process's
 
 This module is pure: it imports neither grpc nor aiohttp. `Code` mirrors grpc.StatusCode by
 name and value so the boundary converts with `grpc.StatusCode[code.name]`.
@@ -50,7 +69,7 @@ class Code(enum.IntEnum):
 
 
 class GatewayError(Exception):
-    """An expected failure: the RPC ends with `code` and `message`.
+    """An expected failure: the RPC ends with the class's `code` and `message`.
 
     `retry_after` (seconds) becomes a google.rpc.RetryInfo detail; `http_status` is the upstream
     status that caused the error, if any, and is reported in a google.rpc.ErrorInfo detail.
@@ -58,23 +77,22 @@ class GatewayError(Exception):
 
     code: Code = Code.UNKNOWN
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: Code | None = None,
-        retry_after: float | None = None,
-        http_status: int | None = None,
-    ) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, http_status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
-        if code is not None:
-            self.code = code
         self.retry_after = retry_after
         self.http_status = http_status
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code.name}, {self.message!r})"
+
+
+class Cancelled(GatewayError):
+    code = Code.CANCELLED
+
+
+class Unknown(GatewayError):
+    code = Code.UNKNOWN
 
 
 class InvalidArgument(GatewayError):
@@ -87,36 +105,97 @@ class InvalidArgument(GatewayError):
         self.field = field
 
 
+class UpstreamRejected(InvalidArgument):
+    """The upstream refused the request as malformed: its own words, about the request as a whole."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, http_status: int | None = None) -> None:
+        GatewayError.__init__(self, message, retry_after=retry_after, http_status=http_status)
+        self.field = "request"
+
+
+class DeadlineExceeded(GatewayError):
+    code = Code.DEADLINE_EXCEEDED
+
+
+class UpstreamTimeout(DeadlineExceeded):
+    pass
+
+
 class NotFound(GatewayError):
     code = Code.NOT_FOUND
 
 
-class WrongEndpointKind(GatewayError):
+class PermissionDenied(GatewayError):
+    code = Code.PERMISSION_DENIED
+
+
+class ResourceExhausted(GatewayError):
+    code = Code.RESOURCE_EXHAUSTED
+
+
+class LimitExceeded(ResourceExhausted):
+    pass
+
+
+class UpstreamTooLarge(ResourceExhausted):
+    pass
+
+
+class FailedPrecondition(GatewayError):
     code = Code.FAILED_PRECONDITION
 
 
-class Unauthenticated(GatewayError):
-    code = Code.UNAUTHENTICATED
+class WrongEndpointKind(FailedPrecondition):
+    pass
 
 
-class UpstreamUnavailable(GatewayError):
+class Aborted(GatewayError):
+    code = Code.ABORTED
+
+
+class Unimplemented(GatewayError):
+    code = Code.UNIMPLEMENTED
+
+
+class Internal(GatewayError):
+    code = Code.INTERNAL
+
+
+class UpstreamProtocolError(Internal):
+    pass
+
+
+class EventTooLarge(UpstreamProtocolError):
+    """Raised by the SSE parser, which knows no route; the upstream client adds it to the message."""
+
+
+class Unavailable(GatewayError):
     code = Code.UNAVAILABLE
+
+
+class UpstreamUnavailable(Unavailable):
+    pass
 
 
 class ConnectFailed(UpstreamUnavailable):
     """The connection could not be made: nothing reached the upstream."""
 
 
-class UpstreamTimeout(GatewayError):
-    code = Code.DEADLINE_EXCEEDED
+class ShuttingDown(Unavailable):
+    def __init__(self, message: str = "the gateway is shutting down; retry on another replica") -> None:
+        super().__init__(message)
 
 
-class UpstreamTooLarge(GatewayError):
-    code = Code.RESOURCE_EXHAUSTED
+class Unauthenticated(GatewayError):
+    code = Code.UNAUTHENTICATED
 
 
-class UpstreamProtocolError(GatewayError):
-    code = Code.INTERNAL
+class ConfigError(ValueError):
+    """The configuration has problems; `problems` lists each as "<dotted.name>: <reason>"."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = problems
 
 
 # Upstream HTTP status -> gRPC code. Not grpc's own http-grpc-status-mapping.md, which is meant for
@@ -140,6 +219,26 @@ HTTP_TO_GRPC: Mapping[int, Code] = MappingProxyType(
         502: Code.UNAVAILABLE,
         503: Code.UNAVAILABLE,  # Launch: "Message broker temporarily unavailable. Please retry."
         504: Code.DEADLINE_EXCEEDED,
+    }
+)
+
+# The class an upstream answer with each code becomes: exactly one per code that
+# `code_for_http_status` can give, so `error_from_http` needs no branches.
+UPSTREAM_ERRORS: Mapping[Code, type[GatewayError]] = MappingProxyType(
+    {
+        Code.CANCELLED: Cancelled,
+        Code.UNKNOWN: Unknown,
+        Code.INVALID_ARGUMENT: UpstreamRejected,
+        Code.DEADLINE_EXCEEDED: UpstreamTimeout,
+        Code.NOT_FOUND: NotFound,
+        Code.PERMISSION_DENIED: PermissionDenied,
+        Code.RESOURCE_EXHAUSTED: ResourceExhausted,  # 429's Retry-After travels as retry_after
+        Code.FAILED_PRECONDITION: FailedPrecondition,
+        Code.ABORTED: Aborted,
+        Code.UNIMPLEMENTED: Unimplemented,
+        Code.INTERNAL: Internal,  # the upstream's own failure, not one we could not read
+        Code.UNAVAILABLE: UpstreamUnavailable,
+        Code.UNAUTHENTICATED: Unauthenticated,
     }
 )
 
@@ -184,9 +283,10 @@ def describe_error_body(body: bytes, limit: int = 300) -> str:
 def error_from_http(
     method: str, route: str, status: int, body: bytes, retry_after: float | None = None
 ) -> GatewayError:
-    """The error for an upstream non-2xx answer; the message names the route and the status."""
+    """The error for an upstream non-2xx answer, of the class for its code (`UPSTREAM_ERRORS`); the
+    message names the route and the status."""
     message = f"upstream {method} {route} answered HTTP {status}: {describe_error_body(body)}"
-    return GatewayError(message, code=code_for_http_status(status), retry_after=retry_after, http_status=status)
+    return UPSTREAM_ERRORS[code_for_http_status(status)](message, retry_after=retry_after, http_status=status)
 
 
 def parse_retry_after(value: str | None) -> float | None:

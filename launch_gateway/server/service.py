@@ -20,8 +20,6 @@ from launch_gateway.server.access.credentials import Credential
 from launch_gateway.server.access.handles import TaskRef
 from launch_gateway.server.admission import Caller, Edge, Gate
 from launch_gateway.server.errors import (
-    Code,
-    GatewayError,
     InvalidArgument,
     NotFound,
     UpstreamProtocolError,
@@ -183,8 +181,8 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                 raise WrongEndpointKind(f"{rpc} cannot call endpoint {name!r}: it is {article} {kind} endpoint{hint}")
             try:
                 return await use(endpoint)
-            except GatewayError as exc:
-                if exc.code != Code.NOT_FOUND or attempt:
+            except NotFound:
+                if attempt:
                     raise
                 self._directory.forget(name, scope.credential.scope)
                 fresh = await self._directory.resolve(name, scope.call, scope.credential.scope)
@@ -311,5 +309,5 @@ def _stream_message(data: bytes) -> pb.StreamPredictResponse:
     try:
         payload = json.loads(data)
     except ValueError as exc:
-        raise UpstreamProtocolError(f"upstream stream sent an event whose data is not JSON: {exc}") from None
+        raise UpstreamProtocolError(f"upstream stream sent an event whose data is not JSON: {exc}") from exc
     return pb.StreamPredictResponse(response=to_endpoint_response(payload, streaming=True))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from launch_gateway.server.access.tenants import Tenant, parse_tenants
+from launch_gateway.server.errors import ConfigError
 
 ENV_PREFIX = "LAUNCH_GATEWAY_"
 
@@ -140,14 +141,6 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     tenants: tuple[Tenant, ...] = ()
-
-
-class ConfigError(ValueError):
-    """The configuration has problems; `problems` lists each as "<dotted.name>: <reason>"."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
-        self.problems = problems
 
 
 def _sections() -> dict[str, type[Any]]:
@@ -307,7 +300,7 @@ def load_settings(
         try:
             file_values = tomllib.loads(Path(path).read_text())
         except OSError as exc:
-            raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
+            raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from exc
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
+            raise ConfigError([f"{path}: not valid TOML ({exc})"]) from exc
     return build_settings(file_values, env, overrides)

@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from launch_gateway.server.errors import Code, GatewayError, InvalidArgument
+from launch_gateway.server.errors import Code, GatewayError, Internal, InvalidArgument, ShuttingDown
 from launch_gateway.server.headers import metadata_value
 from launch_gateway.server.observability.telemetry import Telemetry
 
@@ -82,7 +82,7 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
 
 def _internal(handler_name: str, exc: BaseException) -> GatewayError:
     log.error("unexpected error in %s", handler_name, exc_info=exc)
-    return GatewayError("internal error in the gateway", code=Code.INTERNAL)
+    return Internal("internal error in the gateway")
 
 
 class Undecodable:
@@ -166,7 +166,7 @@ class Observed(Protocol):
 Svc = TypeVar("Svc", bound=Observed)
 UnaryHandler = Callable[[Svc, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
 StreamHandler = Callable[[Svc, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]]
-SHUTTING_DOWN = GatewayError("the gateway is shutting down; retry on another replica", code=Code.UNAVAILABLE)
+SHUTTING_DOWN = ShuttingDown()
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:

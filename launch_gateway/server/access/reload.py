@@ -14,7 +14,8 @@ from pathlib import Path
 
 from launch_gateway.server.admission import Edge, load_edge
 from launch_gateway.server.clock import Clock
-from launch_gateway.server.settings import ConfigError, Settings, load_settings
+from launch_gateway.server.errors import ConfigError
+from launch_gateway.server.settings import Settings, load_settings
 
 log = logging.getLogger("launch_gateway")
 

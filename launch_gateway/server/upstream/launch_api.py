@@ -29,6 +29,7 @@ from yarl import URL
 from launch_gateway.server.clock import Clock, SystemClock
 from launch_gateway.server.errors import (
     ConnectFailed,
+    EventTooLarge,
     GatewayError,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -38,7 +39,7 @@ from launch_gateway.server.errors import (
     parse_retry_after,
 )
 from launch_gateway.server.upstream.breaker import CircuitBreaker
-from launch_gateway.server.upstream.sse import EventTooLarge, SSEParser
+from launch_gateway.server.upstream.sse import SSEParser
 
 PROBE_NAME = "launch-gateway-readiness-probe"  # the endpoint name readiness probes look up
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -68,23 +69,23 @@ def _transport_errors(method: str, route: str, timeout: float) -> Iterator[None]
         yield
     except GatewayError:
         raise
-    except aiohttp.ConnectionTimeoutError:
+    except aiohttp.ConnectionTimeoutError as exc:
         raise ConnectFailed(
             f"{where}: no connection within the connect timeout (the upstream does not accept connections, "
             "or all upstream.max_connections are busy)"
-        ) from None
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        raise UpstreamTimeout(f"{where}: no answer within {timeout:.3g} s") from None
+        ) from exc
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout(f"{where}: no answer within {timeout:.3g} s") from exc
     except aiohttp.ClientConnectorError as exc:
-        raise ConnectFailed(f"{where}: cannot connect ({exc.os_error.strerror or exc})") from None
-    except aiohttp.ClientPayloadError:
-        raise UpstreamUnavailable(f"{where}: the response was cut off") from None
-    except aiohttp.ServerDisconnectedError:
-        raise UpstreamUnavailable(f"{where}: the server closed the connection") from None
+        raise ConnectFailed(f"{where}: cannot connect ({exc.os_error.strerror or exc})") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise UpstreamUnavailable(f"{where}: the response was cut off") from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        raise UpstreamUnavailable(f"{where}: the server closed the connection") from exc
     except aiohttp.ClientResponseError as exc:
-        raise UpstreamUnavailable(f"{where}: bad HTTP response ({exc.message})") from None
+        raise UpstreamUnavailable(f"{where}: bad HTTP response ({exc.message})") from exc
     except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamUnavailable(f"{where}: {type(exc).__name__}: {exc}") from None
+        raise UpstreamUnavailable(f"{where}: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass
@@ -293,7 +294,7 @@ class LaunchAPI:
         try:
             return json.loads(raw)
         except ValueError as exc:
-            raise UpstreamProtocolError(f"{where} answered invalid JSON ({content_type}): {exc}") from None
+            raise UpstreamProtocolError(f"{where} answered invalid JSON ({content_type}): {exc}") from exc
 
     async def probe(self, within: float, authorization: str | None = None) -> bool:
         """Whether the upstream answers HTTP at all (below 500): readiness, not correctness."""
@@ -380,18 +381,18 @@ class LaunchAPI:
                     while chunk := await content.readany():
                         for data in parser.feed(chunk):
                             yield data
-                except aiohttp.ClientPayloadError:
+                except aiohttp.ClientPayloadError as exc:
                     # The connection was cut. aiohttp raises that before handing over what it had already
                     # buffered, so take those bytes first: complete events sent before the cut stand.
                     # (`_read_nowait` is private; aiohttp is pinned and a test covers this.)
                     for data in parser.feed(content._read_nowait(-1)):
                         yield data
                     where = "mid-event" if parser.pending else "between events"
-                    raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated {where}") from None
+                    raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated {where}") from exc
                 except EventTooLarge as exc:
-                    raise UpstreamProtocolError(f"upstream POST {route}: {exc}") from None
-                except (TimeoutError, aiohttp.ServerTimeoutError):
-                    raise UpstreamTimeout(f"upstream POST {route}: no event for {call.timeout:.3g} s") from None
+                    raise EventTooLarge(f"upstream POST {route}: {exc.message}") from exc
+                except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                    raise UpstreamTimeout(f"upstream POST {route}: no event for {call.timeout:.3g} s") from exc
                 if parser.pending:
                     raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated mid-event")
 

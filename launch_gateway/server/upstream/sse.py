@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import re
 
+from launch_gateway.server.errors import EventTooLarge
+
 _LINE_END = re.compile(rb"\r\n|\r|\n")
-
-
-class EventTooLarge(ValueError):
-    """An event (or a line) grew past the parser's size limit."""
 
 
 class SSEParser:

@@ -57,7 +57,7 @@ def endpoint_from_record(record: Mapping[str, Any]) -> pb.Endpoint:
     try:
         endpoint_id, name = record["id"], record["name"]
     except (KeyError, TypeError) as exc:
-        raise UpstreamProtocolError(f"upstream endpoint record lacks {exc}") from None
+        raise UpstreamProtocolError(f"upstream endpoint record lacks {exc}") from exc
     kind = _KIND_FROM_UPSTREAM.get(str(record.get("endpoint_type", "")), pb.ENDPOINT_KIND_UNSPECIFIED)
     return pb.Endpoint(id=str(endpoint_id), name=str(name), kind=kind, status=str(record.get("status") or ""))
 
@@ -105,7 +105,7 @@ def _check_url(field: str, url: str, schemes: frozenset[str] | None = None) -> N
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        raise InvalidArgument(field, f"not a valid URL ({exc})") from None
+        raise InvalidArgument(field, f"not a valid URL ({exc})") from exc
     if not parts.scheme or not parts.netloc:
         raise InvalidArgument(field, "must be an absolute URL with a scheme and a host")
     if schemes is not None and parts.scheme.lower() not in schemes:
@@ -134,7 +134,7 @@ def to_upstream_body(request: pb.EndpointRequest, kind: pb.EndpointKind.ValueTyp
         try:
             parsed = json.loads(raw_args)
         except ValueError as exc:
-            raise InvalidArgument("request.args_json", f"not valid JSON ({exc})") from None
+            raise InvalidArgument("request.args_json", f"not valid JSON ({exc})") from exc
         if not isinstance(parsed, dict):
             raise InvalidArgument("request.args_json", "must be a JSON object of keyword arguments")
     else:
