@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from launch_gateway import EndpointRequest
+from launch_gateway import BatchSubmitError, EndpointRequest, PermissionDeniedError
 from launch_gateway.client import aio
+from tests.client.test_blocking import REFUSED, partly_refused_batch
 from tests.conftest import Endless, Stack, StackFactory
+from tests.edge.conftest import ENV, KEY_A, LAUNCH_KEY_A, tenants
 
 
 async def test_aio_sync_async_and_stream(stack: Stack) -> None:
@@ -50,3 +52,19 @@ async def test_aio_stream_exit_cancels_the_upstream(make_stack: StackFactory) ->
                 assert response.status == "SUCCESS"
                 break
         await asyncio.wait_for(endless.stopped.wait(), 5)
+
+
+async def test_aio_partly_refused_batch_keeps_the_accepted_futures(make_stack: StackFactory) -> None:
+    stack = await make_stack(api_keys=[LAUNCH_KEY_A], settings={"tenants": tenants()}, gateway_env=ENV)
+    async with aio.GatewayClient(stack.gateway.address, api_key=KEY_A, timeout=30) as client:
+        endpoint = await client.get_model_endpoint("echo-async")
+        assert isinstance(endpoint, aio.AsyncEndpoint)
+        with pytest.raises(BatchSubmitError) as caught:
+            await endpoint.predict_batch(partly_refused_batch())
+        futures = caught.value.futures
+        results = [json.loads((await f.get(timeout=10)).result or "") if f else None for f in futures]
+    assert [type(e) for e in caught.value.errors] == [
+        PermissionDeniedError if i in REFUSED else type(None) for i in range(5)
+    ]
+    assert results == [{"i": 0}, None, {"i": 2}, None, {"i": 4}]
+    assert len(stack.launch.task_ids) == 3

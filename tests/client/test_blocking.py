@@ -7,19 +7,25 @@ import json
 import time
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
+from aiohttp import web
 
 from launch_gateway import (
     AsyncEndpoint,
+    BatchSubmitError,
     EndpointRequest,
     FailedPreconditionError,
     GatewayClient,
     NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
     StreamingEndpoint,
     SyncEndpoint,
 )
 from launch_gateway.testing.local_launch import Faults
-from tests.conftest import Endless, Stack, StackFactory
+from tests.conftest import Endless, RawUpstream, Stack, StackFactory
+from tests.edge.conftest import ENV, KEY_A, LAUNCH_KEY_A, tenants
 
 
 @pytest.fixture
@@ -148,5 +154,88 @@ async def test_predict_batch_has_every_submission_in_flight_at_once(make_stack: 
         # One after another, no two submissions would ever be open together.
         await launch.wait_for_record(open_submissions, timeout=10)
         assert len(await batch) == 20
+    finally:
+        client.close()
+
+
+REFUSED = {1, 3}  # the batch items whose callback host is outside team-a's policy
+
+
+def partly_refused_batch() -> list[EndpointRequest]:
+    return [
+        EndpointRequest(args={"i": i}, callback_url="https://10.9.9.9/hook" if i in REFUSED else None) for i in range(5)
+    ]
+
+
+@pytest.fixture
+async def team_a(make_stack: StackFactory) -> Stack:
+    return await make_stack(api_keys=[LAUNCH_KEY_A], settings={"tenants": tenants()}, gateway_env=ENV)
+
+
+async def test_a_partly_refused_batch_keeps_the_accepted_futures(team_a: Stack) -> None:
+    client = GatewayClient(team_a.gateway.address, api_key=KEY_A, timeout=30)
+
+    def calls() -> tuple[BatchSubmitError, list[str | None]]:
+        endpoint = endpoint_of(client, "echo-async")
+        assert isinstance(endpoint, AsyncEndpoint)
+        with pytest.raises(BatchSubmitError) as caught:
+            endpoint.predict_batch(partly_refused_batch())
+        results = [f.get(timeout=10).result if f is not None else None for f in caught.value.futures]
+        return caught.value, results
+
+    try:
+        error, results = await asyncio.to_thread(calls)
+    finally:
+        client.close()
+    assert [type(e) for e in error.errors] == [PermissionDeniedError if i in REFUSED else type(None) for i in range(5)]
+    assert error.code == grpc.StatusCode.PERMISSION_DENIED
+    assert error.message.startswith("2 of 5 submissions failed; first: ")
+    assert [json.loads(r) if r else None for r in results] == [{"i": 0}, None, {"i": 2}, None, {"i": 4}]
+    assert len(team_a.launch.task_ids) == 3  # the refused ones never reached Launch
+
+
+async def test_a_rate_limited_call_says_when_to_retry(make_stack: StackFactory) -> None:
+    team = tenants(**{"team-a": {"rate": {"per_second": 0.25, "burst": 1}}})
+    stack = await make_stack(api_keys=[LAUNCH_KEY_A], settings={"tenants": team}, gateway_env=ENV)
+    client = GatewayClient(stack.gateway.address, api_key=KEY_A, timeout=30)
+
+    def calls() -> ResourceExhaustedError:
+        echo = endpoint_of(client, "echo")
+        assert isinstance(echo, SyncEndpoint)  # the lookup spent the one token
+        with pytest.raises(ResourceExhaustedError) as caught:
+            echo.predict(EndpointRequest(args={}))
+        return caught.value
+
+    try:
+        error = await asyncio.to_thread(calls)
+    finally:
+        client.close()
+    assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error.retry_after is not None
+    assert 3.0 < error.retry_after <= 4.0  # a token every 4 s, from google.rpc.RetryInfo
+
+
+async def test_an_undefined_task_makes_get_raise_value_error(
+    make_stack: StackFactory, raw_upstream: RawUpstream
+) -> None:
+    async def odd_status(request: web.Request) -> web.Response:
+        if request.path == "/v1/model-endpoints":
+            found = [{"id": "end_1", "name": "later", "endpoint_type": "async", "status": "READY"}]
+            return web.json_response({"model_endpoints": found if request.query.get("name") == "later" else []})
+        if request.path == "/v1/async-tasks":
+            return web.json_response({"task_id": "task-1"})
+        return web.json_response({"task_id": "task-1", "status": "LOST_IN_SPACE"})  # a status nobody knows
+
+    stack = await make_stack(settings={"upstream": {"url": await raw_upstream(odd_status)}})
+    client = GatewayClient(stack.gateway.address, timeout=30)
+
+    def calls() -> None:
+        endpoint = endpoint_of(client, "later")
+        assert isinstance(endpoint, AsyncEndpoint)
+        with pytest.raises(ValueError, match="Unrecognized status: UNDEFINED"):
+            endpoint.predict(EndpointRequest(args={})).get(timeout=10)
+
+    try:
+        await asyncio.to_thread(calls)
     finally:
         client.close()
