@@ -6,19 +6,12 @@ import pytest
 
 from launch_gateway.server.errors import UpstreamUnavailable
 from launch_gateway.server.upstream.breaker import CircuitBreaker, State
-
-
-class Now:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.fake_clock import FakeClock
 
 
 def test_opens_after_consecutive_failures_and_fails_fast() -> None:
-    now = Now()
-    breaker = CircuitBreaker(now, failures=3, cooldown=5.0)
+    clock = FakeClock()
+    breaker = CircuitBreaker(clock, failures=3, cooldown=5.0)
     for _ in range(2):
         breaker.before_call()
         breaker.failed()
@@ -29,7 +22,7 @@ def test_opens_after_consecutive_failures_and_fails_fast() -> None:
         breaker.failed()
     assert breaker.state is State.OPEN
     assert breaker.not_ready_reason() == "upstream: circuit open"
-    now.t += 2.0
+    clock.advance(2.0)
     with pytest.raises(
         UpstreamUnavailable, match=r"circuit open after 3 consecutive failures; retry in 3\.0 s"
     ) as caught:
@@ -38,17 +31,17 @@ def test_opens_after_consecutive_failures_and_fails_fast() -> None:
 
 
 def test_one_probe_after_the_cooldown_decides() -> None:
-    now = Now()
-    breaker = CircuitBreaker(now, failures=1, cooldown=5.0)
+    clock = FakeClock()
+    breaker = CircuitBreaker(clock, failures=1, cooldown=5.0)
     breaker.failed()
-    now.t += 5.0
+    clock.advance(5.0)
     breaker.before_call()  # the probe goes through...
     assert breaker.state is State.HALF_OPEN
     with pytest.raises(UpstreamUnavailable):
         breaker.before_call()  # ...and only the probe
     breaker.failed()
     assert breaker.state is State.OPEN  # a failed probe opens it again for a full cooldown
-    now.t += 5.0
+    clock.advance(5.0)
     breaker.before_call()
     breaker.succeeded()
     assert breaker.state is State.CLOSED
@@ -56,17 +49,17 @@ def test_one_probe_after_the_cooldown_decides() -> None:
 
 
 def test_an_abandoned_probe_lets_another_one_go() -> None:
-    now = Now()
-    breaker = CircuitBreaker(now, failures=1, cooldown=1.0)
+    clock = FakeClock()
+    breaker = CircuitBreaker(clock, failures=1, cooldown=1.0)
     breaker.failed()
-    now.t += 1.0
+    clock.advance(1.0)
     breaker.before_call()
     breaker.abandoned()  # the probe call was cancelled without a verdict
     breaker.before_call()
 
 
 def test_zero_failures_disables_the_breaker() -> None:
-    breaker = CircuitBreaker(Now(), failures=0)
+    breaker = CircuitBreaker(FakeClock(), failures=0, cooldown=5.0)
     for _ in range(100):
         breaker.before_call()
         breaker.failed()

@@ -5,21 +5,9 @@ from __future__ import annotations
 import pytest
 
 from launch_gateway.server.limits.buckets import Decision, MemoryRateLimiter, Rate, RateLimiter, take
+from tests.fake_clock import FakeClock
 
 RATE = Rate(per_second=2.0, burst=4)  # a token every 0.5 s, four held
-
-
-class FakeClock:
-    """Virtual time that moves only when the test says so."""
-
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.mark.parametrize(

@@ -12,20 +12,15 @@ import redis.asyncio as aioredis
 
 from launch_gateway.server.limits.buckets import Decision, Rate, take
 from launch_gateway.server.limits.redis_buckets import RedisRateLimiter
+from launch_gateway.server.settings import LimitsSettings
+from tests.fake_clock import FakeClock
 from tests.redis_server import RedisServer
 
 RATE = Rate(per_second=2.0, burst=4)
 LOGGER = "launch_gateway.server.limits.redis_buckets"
 
 
-class Now:
-    """The injected wall clock: set by the test."""
-
-    def __init__(self, t: float = 1_700_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+PREFIXED = LimitsSettings(redis_prefix="t:")
 
 
 @pytest.fixture
@@ -43,14 +38,14 @@ SCRIPT += [(1.2, 1), (5.0, 4), (5.0, 1), (5.05, 1), (4.0, 1), (5.55, 1), (100.0,
 
 
 async def test_redis_and_pure_arithmetic_agree_on_a_sequence(client: aioredis.Redis) -> None:
-    now = Now()
-    limiter = RedisRateLimiter(client, prefix="t:", now=now)
-    start = now.t
-    tokens, updated = float(RATE.burst), start
+    clock = FakeClock()
+    limiter = RedisRateLimiter(client, PREFIXED, clock)
+    start = clock.t
+    tokens, updated = float(RATE.burst), clock.wall()
     outcomes = set()
     for offset, cost in SCRIPT:
-        now.t = start + offset
-        tokens, updated, expected = take(tokens, updated, RATE, now.t, cost)
+        clock.t = start + offset
+        tokens, updated, expected = take(tokens, updated, RATE, clock.wall(), cost)
         got = await limiter.check("agree", RATE, cost)
         assert got == expected, f"at +{offset}s cost {cost}"
         stored = await client.hgetall("t:agree")
@@ -60,20 +55,20 @@ async def test_redis_and_pure_arithmetic_agree_on_a_sequence(client: aioredis.Re
 
 
 async def test_idle_keys_expire(client: aioredis.Redis) -> None:
-    limiter = RedisRateLimiter(client, prefix="t:", now=Now())
+    limiter = RedisRateLimiter(client, PREFIXED, FakeClock())
     await limiter.check("ttl", Rate(per_second=0.5, burst=10))
     ttl_ms = await client.pttl("t:ttl")
     assert 20_000 < ttl_ms <= 21_000  # empty to full is 20 s, plus a second of slack
 
 
 async def test_two_replicas_sharing_a_key_never_exceed_burst(redis_server: RedisServer) -> None:
-    now = Now()
-    limiters = [RedisRateLimiter.from_url(redis_server.url, now=now) for _ in range(2)]
+    clock = FakeClock()
+    limiters = [RedisRateLimiter.from_url(redis_server.url, LimitsSettings(), clock) for _ in range(2)]
     try:
         rate = Rate(per_second=1.0, burst=5)
         decisions = await asyncio.gather(*(limiters[i % 2].check("shared", rate) for i in range(40)))
         assert sum(d.allowed for d in decisions) == 5
-        now.t += 2.0  # two tokens back, whichever replica asks
+        clock.advance(2.0)  # two tokens back, whichever replica asks
         decisions = await asyncio.gather(*(limiters[i % 2].check("shared", rate) for i in range(10)))
         assert sum(d.allowed for d in decisions) == 2
     finally:
@@ -96,7 +91,9 @@ async def test_outage_uses_the_policy_and_logs_once_each_way(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture, fail_open: bool, expected: Decision
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
-    limiter = RedisRateLimiter.from_url(redis_server.url, fail_open=fail_open, probe_interval=0, now=Now())
+    limiter = RedisRateLimiter.from_url(
+        redis_server.url, LimitsSettings(fail_open=fail_open), FakeClock(), probe_interval=0
+    )
     try:
         assert (await limiter.check("k", RATE)).remaining == 3
         redis_server.kill()
@@ -124,17 +121,17 @@ async def test_outage_probes_redis_at_most_every_probe_interval(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
-    now = Now()
-    limiter = RedisRateLimiter.from_url(redis_server.url, probe_interval=5.0, now=now)
+    clock = FakeClock()
+    limiter = RedisRateLimiter.from_url(redis_server.url, LimitsSettings(), clock, probe_interval=5.0)
     try:
         redis_server.kill()
         assert (await limiter.check("k", RATE)).allowed  # fails: the outage starts at t0
         redis_server.start()
-        now.t += 4.9
+        clock.advance(4.9)
         assert (await limiter.check("k", RATE)).allowed
         assert not limiter.healthy  # within the probe interval Redis is not asked
         assert outage_records(caplog, logging.INFO) == []
-        now.t += 0.1
+        clock.advance(0.1)
         assert (await limiter.check("k", RATE)).remaining == 3  # asked again: a real bucket
         assert limiter.healthy
         assert len(outage_records(caplog, logging.INFO)) == 1
@@ -148,7 +145,7 @@ async def test_password_never_reaches_logs_or_repr(
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
     missing = tmp_path_factory.mktemp("nored") / "absent.sock"
-    limiter = RedisRateLimiter.from_url(f"unix://:hunter2@{missing}", fail_open=False, now=Now())
+    limiter = RedisRateLimiter.from_url(f"unix://:hunter2@{missing}", LimitsSettings(fail_open=False), FakeClock())
     try:
         decision = await limiter.check("k", RATE)
         assert not decision.allowed
@@ -162,7 +159,7 @@ async def test_password_never_reaches_logs_or_repr(
 
 
 async def test_bad_cost_is_a_bug_not_an_outage(client: aioredis.Redis) -> None:
-    limiter = RedisRateLimiter(client, now=Now())
+    limiter = RedisRateLimiter(client, LimitsSettings(), FakeClock())
     with pytest.raises(ValueError, match=r"^cost:"):
         await limiter.check("k", RATE, cost=5)
     assert limiter.outage_decisions == {}

@@ -10,22 +10,7 @@ from launch_gateway.server.errors import UpstreamUnavailable
 from launch_gateway.server.settings import PollSettings
 from launch_gateway.server.upstream.waits import TaskWaits
 from launch_gateway.v1 import endpoint_service_pb2 as pb
-
-
-class FakeClock:
-    """Virtual time: sleeps return at once, advancing the clock; each delay is recorded."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-        self.delays: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.delays.append(seconds)
-        self.t += seconds
-        await asyncio.sleep(0)
+from tests.fake_clock import FakeClock
 
 
 class ScriptedTask:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,9 +35,8 @@ from launch_gateway.server.observability.telemetry import Telemetry
 from launch_gateway.server.service import EndpointService
 from launch_gateway.server.settings import Settings
 from launch_gateway.server.statuses import Drain, tolerant_deserializer
-from launch_gateway.server.upstream.breaker import CircuitBreaker
 from launch_gateway.server.upstream.endpoints import EndpointDirectory
-from launch_gateway.server.upstream.launch_api import LaunchAPI, RetryPolicy
+from launch_gateway.server.upstream.launch_api import LaunchAPI
 from launch_gateway.server.upstream.waits import TaskWaits
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 
@@ -52,7 +50,7 @@ def rate_limiter(settings: Settings, env: Mapping[str, str], clock: Clock) -> Ra
     if limits.backend == "memory":
         return MemoryRateLimiter(clock)
     # load_edge has checked that the variable is set.
-    return RedisRateLimiter.from_url(env[limits.redis_url_env], prefix=limits.redis_prefix, fail_open=limits.fail_open)
+    return RedisRateLimiter.from_url(env[limits.redis_url_env], limits, clock)
 
 
 def service_methods() -> list[MethodInfo]:
@@ -66,7 +64,7 @@ def service_methods() -> list[MethodInfo]:
 
 def service_handlers(service: EndpointService) -> grpc.GenericRpcHandler:
     """EndpointService's handlers, as the generated registration builds them, but with deserializers
-    that turn undecodable requests into INVALID_ARGUMENT (see `boundary.Undecodable`)."""
+    that turn undecodable requests into INVALID_ARGUMENT (see `statuses.Undecodable`)."""
     descriptor = pb.DESCRIPTOR.services_by_name["EndpointService"]
     handlers = {}
     for method in descriptor.methods:
@@ -138,30 +136,18 @@ class GatewayServer:
         self.settings = settings
         self._env = dict(env or {})
         self._clock = clock or SystemClock()
-        self.metrics = Metrics(service_methods())
+        self.metrics = Metrics(service_methods(), self._clock)
         self.telemetry = Telemetry(self.metrics, endpoint_labels(settings), access_log=settings.log.access)
         self.edges = EdgeSource(settings, self._env, config_path, on_reload=self._count_reload)
         self.metrics.tenants(self.edges().tenants.tenants)
-        up = settings.upstream
-        upstream_ssl = ssl.create_default_context(cafile=up.ca_file) if up.ca_file else None
-        self.api = LaunchAPI(
-            settings.upstream.url,
-            max_connections=settings.upstream.max_connections,
-            connect_timeout=settings.upstream.connect_timeout,
-            ssl_context=upstream_ssl,
-            observe=self.telemetry.upstream_response,
-            retry=RetryPolicy(up.retry_attempts, up.retry_base, up.retry_cap),
-            breaker=CircuitBreaker(self._clock.now, up.breaker_failures, up.breaker_cooldown),
-            max_body_bytes=up.max_body_bytes,
-            clock=self._clock,
-        )
+        self.api = LaunchAPI(settings.upstream, self._clock, observe=self.telemetry.upstream_response)
         self.directory = EndpointDirectory(
             self.api, self._clock, settings.upstream.endpoint_cache_ttl, on_lookup=self.telemetry.endpoint_lookup
         )
         self.waits = TaskWaits(self._clock, settings.poll, on_poll=self.telemetry.wait_poll)
         self.limiter = rate_limiter(settings, self._env, self._clock)
         self.concurrency = ConcurrencyLimiter()
-        self.drain = Drain()
+        self.drain = Drain(self._clock)
         self.health = HealthServicer()
         probe_key = credential_for_key(self._env.get(settings.upstream.api_key_env)).authorization
         self.readiness = Readiness(
@@ -215,7 +201,15 @@ class GatewayServer:
         try:
             gate = Gate(self.limiter, self.concurrency, self.telemetry)
             service = EndpointService(
-                settings, self.api, gate, self.edges, self.directory, self.waits, self.telemetry, self.drain
+                settings,
+                self.api,
+                gate,
+                self.edges,
+                self.directory,
+                self.waits,
+                self.telemetry,
+                self.drain,
+                self._clock,
             )
             server.add_generic_rpc_handlers((service_handlers(service),))
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -1,4 +1,8 @@
-"""Time as a seam: code that measures or waits takes a `Clock`, so tests can drive time."""
+"""Time as a seam: everything that measures, waits or stamps takes the one `Clock`, injected.
+
+`GatewayServer` makes one `SystemClock` (or takes the caller's) and hands it to every part, so a
+test drives all of the gateway's time through one object and never sleeps to see a limit recover.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,27 @@ from typing import Protocol
 
 
 class Clock(Protocol):
-    """Monotonic seconds, and a way to wait for some of them."""
+    """Monotonic seconds for durations and deadlines, wall seconds for what hosts share, and waiting."""
 
-    def now(self) -> float: ...
+    def now(self) -> float:
+        """Monotonic seconds: only differences mean anything."""
+        ...
+
+    def wall(self) -> float:
+        """Seconds since the epoch: for state shared between hosts (the Redis buckets)."""
+        ...
 
     async def sleep(self, seconds: float) -> None: ...
 
 
 class SystemClock:
-    """The real clock: `time.monotonic` and `asyncio.sleep`."""
+    """The real clock: `time.monotonic`, `time.time` and `asyncio.sleep`."""
 
     def now(self) -> float:
         return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

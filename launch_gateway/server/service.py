@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,7 +17,8 @@ import grpc
 
 from launch_gateway.server.access.credentials import Credential
 from launch_gateway.server.access.handles import TaskRef
-from launch_gateway.server.admission import Caller, Edge, Gate
+from launch_gateway.server.admission import Admission, Caller, Edge, Gate
+from launch_gateway.server.clock import Clock
 from launch_gateway.server.errors import (
     InvalidArgument,
     NotFound,
@@ -26,11 +26,10 @@ from launch_gateway.server.errors import (
     UpstreamTimeout,
     WrongEndpointKind,
 )
-from launch_gateway.server.headers import passed_through_headers
-from launch_gateway.server.limits.concurrency import Kind
-from launch_gateway.server.observability.telemetry import Telemetry, current_call
+from launch_gateway.server.headers import Metadata, passed_through_headers
+from launch_gateway.server.observability.telemetry import CallRecord, Telemetry, current_call
 from launch_gateway.server.settings import Settings
-from launch_gateway.server.statuses import Drain, stream_boundary, unary_boundary
+from launch_gateway.server.statuses import Drain, boundary
 from launch_gateway.server.upstream.endpoints import EndpointDirectory
 from launch_gateway.server.upstream.launch_api import LaunchAPI, UpstreamCall
 from launch_gateway.server.upstream.stream_relay import relay
@@ -88,9 +87,11 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         waits: TaskWaits,
         telemetry: Telemetry,
         drain: Drain,
+        clock: Clock,
     ) -> None:
         self.telemetry = telemetry
         self.drain = drain
+        self._clock = clock
         self._timeouts = settings.timeouts
         self._api = api
         self._gate = gate
@@ -114,48 +115,66 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
     async def _admit(
         self,
         context: Context,
-        kind: Kind,
         default_timeout: float,
         endpoint: str | None = None,
         task_id: str | None = None,
     ) -> AsyncIterator[Scope]:
-        """Identify, authorize and limit the RPC (gateway.edge), and give back its slot at the end.
+        """Admit the RPC (identify, authorize, limit: see `admission`), and give back its slot at the end.
 
         Endpoint RPCs pass `endpoint`; task RPCs pass `task_id`, whose handle names the endpoint and
-        the tenant: another tenant's handle is NOT_FOUND, so its existence is not revealed.
+        the tenant. The concurrency kind is the one the RPC's boundary declared.
         """
         edge = self._edges()
-        metadata = context.invocation_metadata()
         record = current_call()
         assert record is not None, "every RPC runs inside its boundary, which opens the record"
-        subjects = peer_subjects(context) if edge.tenants.has_subjects else ()
-        caller = self._gate.identify(edge, metadata, subjects)
-        record.tenant = caller.name
-        task = None
-        if task_id is not None:
-            if not task_id:
-                raise InvalidArgument("task_id", "must not be empty")
-            task = edge.handles.verify(task_id) if edge.handles else TaskRef("", "", task_id)
-            if task.tenant != caller.name:
-                raise NotFound("task not found")
-            endpoint = task.endpoint or None
-        elif not endpoint:
-            raise InvalidArgument("endpoint_name", "must not be empty")
-        if endpoint:
-            record.endpoint = self.telemetry.endpoint_label(endpoint)
-            self._gate.authorize(caller, endpoint)
-        admission = await self._gate.limit(caller, endpoint, kind)
+        metadata = context.invocation_metadata()
+        caller = self._identify(edge, metadata, context, record)
+        task = self._task(edge, caller, task_id) if task_id is not None else None
+        endpoint = self._authorize(caller, _target(endpoint, task), record)
+        admission = await self._gate.limit(caller, endpoint, record.kind)
         try:
-            headers = {**passed_through_headers(metadata), "x-request-id": record.request_id}
-            await context.send_initial_metadata((("x-request-id", record.request_id), *admission.headers))
-            call = UpstreamCall(
-                authorization=caller.credential.authorization,
-                timeout=self._budget(context, default_timeout),
-                headers=headers,
-            )
+            call = await self._start(context, metadata, caller, record, admission, default_timeout)
             yield Scope(edge, caller, call, task)
         finally:
             admission.release()
+
+    def _identify(self, edge: Edge, metadata: Metadata | None, context: Context, record: CallRecord) -> Caller:
+        """Who is calling: a key, or a client certificate when some tenant is known by one."""
+        subjects = peer_subjects(context) if edge.tenants.has_subjects else ()
+        caller = self._gate.identify(edge, metadata, subjects)
+        record.tenant = caller.name
+        return caller
+
+    @staticmethod
+    def _task(edge: Edge, caller: Caller, task_id: str) -> TaskRef:
+        """The task a handle names; another tenant's handle is NOT_FOUND, so its existence is not revealed."""
+        if not task_id:
+            raise InvalidArgument("task_id", "must not be empty")
+        task = edge.handles.verify(task_id) if edge.handles else TaskRef("", "", task_id)
+        if task.tenant != caller.name:
+            raise NotFound("task not found")
+        return task
+
+    def _authorize(self, caller: Caller, endpoint: str | None, record: CallRecord) -> str | None:
+        """May the caller call this endpoint (None: a task whose handle names none)."""
+        if endpoint:
+            record.endpoint = self.telemetry.endpoint_label(endpoint)
+            self._gate.authorize(caller, endpoint)
+        return endpoint
+
+    async def _start(
+        self,
+        context: Context,
+        metadata: Metadata | None,
+        caller: Caller,
+        record: CallRecord,
+        admission: Admission,
+        default_timeout: float,
+    ) -> UpstreamCall:
+        """Send the initial metadata (request id, rate-limit headers) and set up the upstream requests."""
+        await context.send_initial_metadata((("x-request-id", record.request_id), *admission.headers))
+        headers = {**passed_through_headers(metadata), "x-request-id": record.request_id}
+        return UpstreamCall(caller.credential.authorization, self._budget(context, default_timeout), headers)
 
     async def _on_endpoint(
         self,
@@ -193,9 +212,9 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
 
     # --- RPCs ----------------------------------------------------------------------------
 
-    @unary_boundary
+    @boundary("unary")
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
-        async with self._admit(context, "unary", self._timeouts.sync, endpoint=request.endpoint_name) as scope:
+        async with self._admit(context, self._timeouts.sync, endpoint=request.endpoint_name) as scope:
 
             async def predict(endpoint: pb.Endpoint) -> Any:
                 body = to_upstream_body(request.request, endpoint.kind)
@@ -204,10 +223,10 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             payload = await self._on_endpoint("Predict", request.endpoint_name, _PREDICT_KINDS, scope, predict)
         return pb.PredictResponse(response=to_endpoint_response(payload))
 
-    @unary_boundary
+    @boundary("unary")
     async def SubmitAsync(self, request: pb.SubmitAsyncRequest, context: Context) -> pb.SubmitAsyncResponse:
         name = request.endpoint_name
-        async with self._admit(context, "unary", self._timeouts.submit, endpoint=name) as scope:
+        async with self._admit(context, self._timeouts.submit, endpoint=name) as scope:
 
             async def submit(endpoint: pb.Endpoint) -> str:
                 body = to_upstream_body(request.request, endpoint.kind)
@@ -224,14 +243,14 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         payload = await self._api.get_task(upstream_id, call)
         return to_endpoint_response(payload, task_id=task_id)
 
-    @unary_boundary
+    @boundary("unary")
     async def GetAsyncTask(self, request: pb.GetAsyncTaskRequest, context: Context) -> pb.GetAsyncTaskResponse:
-        async with self._admit(context, "unary", self._timeouts.poll, task_id=request.task_id) as scope:
+        async with self._admit(context, self._timeouts.poll, task_id=request.task_id) as scope:
             assert scope.task is not None
             response = await self._poll(request.task_id, scope.task.upstream_id, scope.call)
         return pb.GetAsyncTaskResponse(response=response)
 
-    @unary_boundary
+    @boundary("wait")
     async def WaitAsyncTask(self, request: pb.WaitAsyncTaskRequest, context: Context) -> pb.WaitAsyncTaskResponse:
         wait = self._timeouts.max_wait
         if request.HasField("timeout"):
@@ -243,10 +262,10 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             wait = min(wait, remaining - self._timeouts.deadline_margin)
-        async with self._admit(context, "wait", self._timeouts.poll, task_id=request.task_id) as scope:
+        async with self._admit(context, self._timeouts.poll, task_id=request.task_id) as scope:
             assert scope.task is not None
             self.telemetry.metrics.waits.inc()
-            started = time.perf_counter()
+            started = self._clock.now()
             # The shared loop outlives any one waiter, so its polls get the poll timeout, not ours.
             poll_call = UpstreamCall(scope.call.authorization, self._timeouts.poll, scope.call.headers)
             upstream_id = scope.task.upstream_id
@@ -255,16 +274,16 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                 lambda: self._poll(request.task_id, upstream_id, poll_call),
                 wait,
             )
-            self.telemetry.metrics.wait_seconds.observe(time.perf_counter() - started)
+            self.telemetry.metrics.wait_seconds.observe(self._clock.now() - started)
         return pb.WaitAsyncTaskResponse(response=response)
 
-    @stream_boundary
+    @boundary("stream")
     async def StreamPredict(
         self, request: pb.StreamPredictRequest, context: Context
     ) -> AsyncIterator[pb.StreamPredictResponse]:
         name = request.endpoint_name
-        started = time.perf_counter()
-        async with self._admit(context, "stream", self._timeouts.stream_idle, endpoint=name) as scope:
+        started = self._clock.now()
+        async with self._admit(context, self._timeouts.stream_idle, endpoint=name) as scope:
 
             async def open_stream(endpoint: pb.Endpoint) -> tuple[AsyncGenerator[bytes, None], bytes | None]:
                 body = to_upstream_body(request.request, endpoint.kind)
@@ -284,7 +303,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             try:
                 if first is None:
                     return
-                metrics.first_event.labels(label).observe(time.perf_counter() - started)
+                metrics.first_event.labels(label).observe(self._clock.now() - started)
                 relayed += 1
                 yield _stream_message(first)
                 async for message in relay(events, _stream_message):
@@ -297,12 +316,21 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                 events_counter.inc(relayed)
                 await events.aclose()
 
-    @unary_boundary
+    @boundary("unary")
     async def GetEndpoint(self, request: pb.GetEndpointRequest, context: Context) -> pb.GetEndpointResponse:
         name = request.endpoint_name
-        async with self._admit(context, "unary", self._timeouts.poll, endpoint=name) as scope:
+        async with self._admit(context, self._timeouts.poll, endpoint=name) as scope:
             endpoint = await self._directory.resolve(name, scope.call, scope.credential.scope)
         return pb.GetEndpointResponse(endpoint=endpoint)
+
+
+def _target(endpoint: str | None, task: TaskRef | None) -> str | None:
+    """The endpoint an RPC calls: named by the request, or by the task's handle (None if it names none)."""
+    if task is not None:
+        return task.endpoint or None
+    if not endpoint:
+        raise InvalidArgument("endpoint_name", "must not be empty")
+    return endpoint
 
 
 def _stream_message(data: bytes) -> pb.StreamPredictResponse:

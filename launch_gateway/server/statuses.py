@@ -1,8 +1,8 @@
 """The one place where our errors become RPC statuses.
 
-Each RPC handler is wrapped by `unary_boundary` or `stream_boundary`, which also measure the call
+Each RPC handler is wrapped by `boundary(kind)`, which also measures the call
 (`observability.telemetry`: metrics and the access log, counted when the call ends however it ends)
-and return the request id in the trailers of errors. A `GatewayError` ends the call with its code
+and returns the request id in the trailers of errors. A `GatewayError` ends the call with its code
 and message, plus rich details (grpcio-status): a `google.rpc.ErrorInfo` naming the upstream HTTP
 status when there was one, and a `google.rpc.RetryInfo` with a `retry-after` trailer when the
 caller should wait. Anything else is a bug: it is logged with its traceback and the caller sees
@@ -12,11 +12,12 @@ INTERNAL with no internals. Nothing else in the gateway calls `context.abort`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import Any, Literal, NoReturn, Protocol, TypeVar, overload
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -24,9 +25,11 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from launch_gateway.server.clock import Clock
 from launch_gateway.server.errors import Code, GatewayError, Internal, InvalidArgument, ShuttingDown
 from launch_gateway.server.headers import metadata_value
-from launch_gateway.server.observability.telemetry import Telemetry
+from launch_gateway.server.limits.concurrency import Kind
+from launch_gateway.server.observability.telemetry import CallRecord, Telemetry
 
 log = logging.getLogger("launch_gateway")
 
@@ -117,7 +120,8 @@ class Drain:
     grace period is nearly over, so that every call gets a status rather than a cut connection.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
         self.draining = False
         self.unary: set[asyncio.Task[Any]] = set()
         self.streams: set[asyncio.Task[Any]] = set()
@@ -135,11 +139,10 @@ class Drain:
 
     async def wait_until_idle(self, within: float, streams: bool = True) -> bool:
         """Wait until no unary call (and, with `streams`, no stream) is in flight; False on timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
+        deadline = self._clock.now() + within
         while self.unary or (streams and self.streams):
             self._changed.clear()
-            remaining = deadline - loop.time()
+            remaining = deadline - self._clock.now()
             if remaining <= 0:
                 return False
             try:
@@ -166,86 +169,89 @@ class Observed(Protocol):
 Svc = TypeVar("Svc", bound=Observed)
 UnaryHandler = Callable[[Svc, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
 StreamHandler = Callable[[Svc, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]]
-SHUTTING_DOWN = ShuttingDown()
 
 
-def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    return metadata_value(context.invocation_metadata(), "x-request-id")
-
-
-def unary_boundary(handler: UnaryHandler[Svc, Req, Resp]) -> UnaryHandler[Svc, Req, Resp]:
-    """Wrap a unary handler: every failure leaves as a proper status, and the call is measured."""
-    method = handler.__name__
-    kind = "wait" if method == "WaitAsyncTask" else "unary"
-
-    @functools.wraps(handler)
-    async def wrapper(self: Svc, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
-        record = self.telemetry.begin(method, kind, _request_id(context))
-        task = asyncio.current_task()
-        self.drain.enter(task, stream=False)
-        code = Code.OK
-        try:
-            if self.drain.draining:
-                raise SHUTTING_DOWN
-            if isinstance(request, Undecodable):
-                raise request.error
-            response = await handler(self, request, context)
-            record.meter.sent()
-            return response
-        except GatewayError as exc:
-            code = exc.code
-            await abort(context, exc, record.request_id)
-        except asyncio.CancelledError:
+@contextlib.asynccontextmanager
+async def _guarded(
+    svc: Observed, method: str, kind: Kind, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+) -> AsyncIterator[CallRecord]:
+    """One RPC inside its boundary: opened, refused while draining or undecodable, measured when it
+    ends however it ends, and every failure turned into its status. The one mechanism for every kind."""
+    record = svc.telemetry.begin(method, kind, metadata_value(context.invocation_metadata(), "x-request-id"))
+    task = asyncio.current_task()
+    svc.drain.enter(task, stream=kind == "stream")
+    code = Code.OK
+    try:
+        if svc.drain.draining:
+            raise ShuttingDown()
+        if isinstance(request, Undecodable):
+            raise request.error
+        yield record
+    except GatewayError as exc:
+        code = exc.code
+        await abort(context, exc, record.request_id)
+    except asyncio.CancelledError:
+        if kind != "stream" or not svc.drain.draining or task is None:
             code = Code.CANCELLED
             raise
-        except Exception as exc:
-            code = Code.INTERNAL
-            await abort(context, _internal(method, exc), record.request_id)
-        finally:
-            self.drain.leave(task)
-            record.finish(code)
+        task.uncancel()  # our own cancellation of an open stream: the caller is still there and gets a status
+        error = ShuttingDown()
+        code = error.code
+        await abort(context, error, record.request_id)
+    except Exception as exc:
+        code = Code.INTERNAL
+        await abort(context, _internal(method, exc), record.request_id)
+    finally:
+        svc.drain.leave(task)
+        record.finish(code)
 
-    return wrapper
+
+@overload
+def boundary(
+    kind: Literal["unary", "wait"],
+) -> Callable[[UnaryHandler[Svc, Req, Resp]], UnaryHandler[Svc, Req, Resp]]: ...
 
 
-def stream_boundary(handler: StreamHandler[Svc, Req, Resp]) -> StreamHandler[Svc, Req, Resp]:
-    """Wrap a server-streaming handler: messages already sent stand, then the status; measured when it ends."""
-    method = handler.__name__
+@overload
+def boundary(
+    kind: Literal["stream"],
+) -> Callable[[StreamHandler[Svc, Req, Resp]], StreamHandler[Svc, Req, Resp]]: ...
 
-    @functools.wraps(handler)
-    async def wrapper(self: Svc, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> AsyncIterator[Resp]:
-        record = self.telemetry.begin(method, "stream", _request_id(context))
-        task = asyncio.current_task()
-        self.drain.enter(task, stream=True)
-        code = Code.OK
-        sent = 0
-        try:
-            if self.drain.draining:
-                raise SHUTTING_DOWN
-            if isinstance(request, Undecodable):
-                raise request.error
-            async for message in handler(self, request, context):
-                sent += 1
-                if sent == 256:  # counted in batches: a metric update per message is a measurable cost
-                    record.meter.sent(sent)
+
+def boundary(kind: Kind) -> Callable[[Any], Any]:
+    """Wrap an RPC handler of this concurrency kind ("unary", "wait" or "stream", said here and
+    nowhere else): every failure leaves as a proper status and the call is measured. Messages a
+    stream has sent stand, then its status."""
+
+    def wrap(handler: Any) -> Any:
+        method = handler.__name__
+        if kind == "stream":
+
+            @functools.wraps(handler)
+            async def stream(
+                svc: Svc, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+            ) -> AsyncIterator[Resp]:
+                async with _guarded(svc, method, kind, request, context) as record:
                     sent = 0
-                yield message
-        except GatewayError as exc:
-            code = exc.code
-            await abort(context, exc, record.request_id)
-        except asyncio.CancelledError:
-            if not self.drain.draining or task is None:
-                code = Code.CANCELLED
-                raise
-            task.uncancel()  # our own cancellation: the caller is still there and gets a status
-            code = SHUTTING_DOWN.code
-            await abort(context, SHUTTING_DOWN, record.request_id)
-        except Exception as exc:
-            code = Code.INTERNAL
-            await abort(context, _internal(method, exc), record.request_id)
-        finally:
-            self.drain.leave(task)
-            record.meter.sent(sent)
-            record.finish(code)
+                    try:
+                        async for message in handler(svc, request, context):
+                            sent += 1
+                            if sent == 256:  # counted in batches: a metric update per message is a measurable cost
+                                record.meter.sent(sent)
+                                sent = 0
+                            yield message
+                    finally:
+                        record.meter.sent(sent)
 
-    return wrapper
+            return stream
+
+        @functools.wraps(handler)
+        async def unary(svc: Svc, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+            async with _guarded(svc, method, kind, request, context) as record:
+                response: Resp = await handler(svc, request, context)
+                record.meter.sent()
+                return response
+
+        return unary
+
+    return wrap

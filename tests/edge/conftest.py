@@ -50,6 +50,9 @@ class OffsetClock:
     def now(self) -> float:
         return time.monotonic() + self.offset
 
+    def wall(self) -> float:
+        return time.time() + self.offset
+
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 

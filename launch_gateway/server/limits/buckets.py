@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-from launch_gateway.server.clock import SystemClock
+from launch_gateway.server.clock import Clock
 
 # Slack for float error when comparing token counts (0.1 * 3 is 0.30000000000000004). The Lua
 # script in launch_gateway/server/limits/redis_buckets.py uses the same value.
@@ -101,12 +101,6 @@ class RateLimiter(Protocol):
     async def close(self) -> None: ...
 
 
-class TimeSource(Protocol):
-    """Anything with `now()` in seconds, e.g. `launch_gateway.server.clock.Clock`."""
-
-    def now(self) -> float: ...
-
-
 @dataclass
 class _Bucket:
     tokens: float
@@ -129,14 +123,14 @@ class MemoryRateLimiter:
 
     def __init__(
         self,
-        clock: TimeSource | None = None,
+        clock: Clock,
         *,
         max_keys: int = 100_000,
         sweep_interval: float = 60.0,
     ) -> None:
         if max_keys < 1:
             raise ValueError(f"max_keys: must be >= 1, got {max_keys!r}")
-        self._clock: TimeSource = clock if clock is not None else SystemClock()
+        self._clock = clock
         self._max_keys = max_keys
         self._sweep_interval = sweep_interval
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()

@@ -4,8 +4,8 @@ Each check is one atomic Lua script (EVALSHA) that refills and spends the bucket
 hash `{prefix}{key}` (fields `tokens`, `updated`), with a TTL so idle keys expire (a missing
 bucket is a full one). The script is `launch_gateway.server.limits.buckets.take` written in Lua: same order of
 float operations, same EPSILON; keep the two in sync (tests/test_redis_ratelimit.py checks
-that they agree). The time is the caller's, passed as ARGV from an injected `now` (wall time by
-default, since replicas share the bucket), so tests drive it without sleeping.
+that they agree). The time is the caller's, passed as ARGV from the injected clock's wall time
+(replicas share the bucket, so it must be a time they share), so tests drive it without sleeping.
 
 When Redis fails (refused, timed out, any RedisError) the policy answers instead: allowed when
 `fail_open` (Envoy's default, `failure_mode_deny=false`), else refused with `closed_retry_after`.
@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -28,7 +26,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from launch_gateway.server.clock import Clock
 from launch_gateway.server.limits.buckets import EPSILON, Decision, Rate, check_cost, decision_from
+from launch_gateway.server.settings import LimitsSettings
 
 log = logging.getLogger(__name__)
 
@@ -66,26 +66,28 @@ return {{allowed, t, u}}
 
 
 class RedisRateLimiter:
-    """`RateLimiter` on Redis, atomic per key, with a fail-open or fail-closed outage policy."""
+    """`RateLimiter` on Redis, atomic per key, with a fail-open or fail-closed outage policy.
+
+    The key prefix and the policy are `limits.redis_prefix` and `limits.fail_open`.
+    """
 
     def __init__(
         self,
         client: aioredis.Redis,
+        settings: LimitsSettings,
+        clock: Clock,
         *,
-        prefix: str = "ratelimit:",
-        fail_open: bool = True,
         closed_retry_after: float = 1.0,
         probe_interval: float = 1.0,
-        now: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._script = client.register_script(TAKE_SCRIPT)
         self._owns_client = False
-        self.prefix = prefix
-        self.fail_open = fail_open
+        self.prefix = settings.redis_prefix
+        self.fail_open = settings.fail_open
         self.closed_retry_after = closed_retry_after
         self.probe_interval = probe_interval
-        self._now = now
+        self._clock = clock
         self.outage_decisions: Counter[str] = Counter()  # "allowed" / "refused" while Redis was down
         self._down_since: float | None = None
         self._last_try = 0.0
@@ -95,13 +97,12 @@ class RedisRateLimiter:
     def from_url(
         cls,
         url: str,
+        settings: LimitsSettings,
+        clock: Clock,
         *,
         timeout: float = 0.25,
-        prefix: str = "ratelimit:",
-        fail_open: bool = True,
         closed_retry_after: float = 1.0,
         probe_interval: float = 1.0,
-        now: Callable[[], float] = time.time,
     ) -> RedisRateLimiter:
         """A limiter on its own client for `url` (redis://, rediss://, unix:///path), closed by `close`.
 
@@ -114,14 +115,7 @@ class RedisRateLimiter:
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), retries=1),
         )
-        limiter = cls(
-            client,
-            prefix=prefix,
-            fail_open=fail_open,
-            closed_retry_after=closed_retry_after,
-            probe_interval=probe_interval,
-            now=now,
-        )
+        limiter = cls(client, settings, clock, closed_retry_after=closed_retry_after, probe_interval=probe_interval)
         limiter._owns_client = True
         return limiter
 
@@ -144,7 +138,7 @@ class RedisRateLimiter:
     async def check(self, key: str, rate: Rate, cost: int = 1) -> Decision:
         """Spend `cost` tokens from the shared bucket for `key`, or refuse; the policy if Redis fails."""
         check_cost(rate, cost)
-        now = self._now()
+        now = self._clock.wall()
         if self._down_since is not None and 0 <= now - self._last_try < self.probe_interval:
             return self._policy_decision(rate)
         self._last_try = now

@@ -12,7 +12,6 @@ Never a task id, key or URL.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from launch_gateway.server.clock import Clock
 from launch_gateway.server.errors import Code
 
 # go-grpc-prometheus prints codes as Go's codes.Code String(): "OK", "NotFound", ...
@@ -42,7 +42,8 @@ class MethodInfo:
 class Metrics:
     """All of the gateway's metric families, in one registry (one per server, so tests can run many)."""
 
-    def __init__(self, methods: Iterable[MethodInfo], registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, methods: Iterable[MethodInfo], clock: Clock, registry: CollectorRegistry | None = None) -> None:
+        self._clock = clock
         self.registry = registry or CollectorRegistry()
         r = self.registry
         grpc_labels = ("grpc_type", "grpc_service", "grpc_method")
@@ -149,7 +150,7 @@ class Metrics:
         series.received.inc()  # unary and server-streaming requests are one message
         inflight = self._inflight[kind]
         inflight.inc()
-        return RpcMeter(series, inflight)
+        return RpcMeter(series, inflight, self._clock)
 
 
 @dataclass
@@ -166,12 +167,13 @@ class _MethodSeries:
 class RpcMeter:
     """One RPC's measurements; `finish` records its status exactly once."""
 
-    __slots__ = ("_inflight", "_series", "done", "start")
+    __slots__ = ("_clock", "_inflight", "_series", "done", "start")
 
-    def __init__(self, series: _MethodSeries, inflight: Any) -> None:
+    def __init__(self, series: _MethodSeries, inflight: Any, clock: Clock) -> None:
         self._series = series
         self._inflight = inflight
-        self.start = time.perf_counter()
+        self._clock = clock
+        self.start = clock.now()
         self.done = False
 
     def sent(self, count: int = 1) -> None:
@@ -180,7 +182,7 @@ class RpcMeter:
 
     def finish(self, code: Code) -> float:
         """Record the status; returns the RPC's duration in seconds."""
-        elapsed = time.perf_counter() - self.start
+        elapsed = self._clock.now() - self.start
         if not self.done:
             self.done = True
             self._series.handled[code].inc()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from launch_gateway.server.errors import Code
 from launch_gateway.server.headers import usable_request_id
+from launch_gateway.server.limits.concurrency import Kind
 from launch_gateway.server.observability.logs import ACCESS
 from launch_gateway.server.observability.metrics import GRPC_CODE_NAMES, OTHER, Metrics, RpcMeter
 
@@ -34,6 +35,7 @@ class CallRecord:
 
     telemetry: Telemetry
     method: str
+    kind: Kind  # stated once, where the RPC's boundary is declared; admission reads it here
     meter: RpcMeter
     request_id: str
     endpoint: str = ""
@@ -82,8 +84,8 @@ class Telemetry:
     def endpoint_label(self, name: str) -> str:
         return name if name in self.endpoint_labels else OTHER
 
-    def begin(self, method: str, kind: str, request_id: str | None) -> CallRecord:
-        record = CallRecord(self, method, self.metrics.rpc(method, kind), request_id_from(request_id))
+    def begin(self, method: str, kind: Kind, request_id: str | None) -> CallRecord:
+        record = CallRecord(self, method, kind, self.metrics.rpc(method, kind), request_id_from(request_id))
         record.token = _current.set(record)
         return record
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
 
+from launch_gateway.server.clock import Clock
 from launch_gateway.server.errors import UpstreamUnavailable
 
 log = logging.getLogger("launch_gateway")
@@ -27,8 +27,8 @@ class State(enum.Enum):
 class CircuitBreaker:
     """Consecutive-failure breaker with one probe call after each cooldown."""
 
-    def __init__(self, now: Callable[[], float], failures: int = 5, cooldown: float = 5.0) -> None:
-        self._now = now
+    def __init__(self, clock: Clock, failures: int, cooldown: float) -> None:
+        self._clock = clock
         self._threshold = failures
         self._cooldown = cooldown
         self._failures = 0
@@ -44,7 +44,7 @@ class CircuitBreaker:
         """Raise UNAVAILABLE if the circuit is open; let one probe through once the cooldown is over."""
         if self.state is State.CLOSED or not self.enabled:
             return
-        left = self._opened_at + self._cooldown - self._now()
+        left = self._opened_at + self._cooldown - self._clock.now()
         if self.state is State.OPEN and left <= 0:
             self.state = State.HALF_OPEN
             self._probing = False
@@ -69,7 +69,7 @@ class CircuitBreaker:
             if self.state is State.CLOSED:
                 log.warning("upstream circuit open after %d consecutive failures", self._failures)
             self.state = State.OPEN
-            self._opened_at = self._now()
+            self._opened_at = self._clock.now()
             self._probing = False
 
     def abandoned(self) -> None:

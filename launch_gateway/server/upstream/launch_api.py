@@ -17,16 +17,15 @@ import contextlib
 import json
 import random
 import ssl
-import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
 
-from launch_gateway.server.clock import Clock, SystemClock
+from launch_gateway.server.clock import Clock
 from launch_gateway.server.errors import (
     ConnectFailed,
     EventTooLarge,
@@ -38,12 +37,15 @@ from launch_gateway.server.errors import (
     error_from_http,
     parse_retry_after,
 )
+from launch_gateway.server.settings import UpstreamSettings
 from launch_gateway.server.upstream.breaker import CircuitBreaker
 from launch_gateway.server.upstream.sse import SSEParser
 
 PROBE_NAME = "launch-gateway-readiness-probe"  # the endpoint name readiness probes look up
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _SSE_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,13 @@ RETRIED_STATUSES = frozenset({502, 503, 504})
 class RetryPolicy:
     """Attempts per request (1: no retries) and the jittered exponential backoff between them."""
 
-    attempts: int = 3
-    base: float = 0.025
-    cap: float = 0.25
+    attempts: int
+    base: float
+    cap: float
+
+    @classmethod
+    def from_settings(cls, upstream: UpstreamSettings) -> RetryPolicy:
+        return cls(upstream.retry_attempts, upstream.retry_base, upstream.retry_cap)
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
@@ -122,6 +128,13 @@ def may_retry(error: GatewayError, idempotent: bool) -> bool:
     return isinstance(error, UpstreamUnavailable)  # the connection broke: a GET can be asked again
 
 
+def raise_for_status(method: str, route: str, response: aiohttp.ClientResponse, body: bytes) -> None:
+    """Raise the error for a non-2xx answer, through the one HTTP table; nothing for a 2xx."""
+    if response.status >= 300:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        raise error_from_http(method, route, response.status, body, retry_after)
+
+
 def is_upstream_failure(error: GatewayError) -> bool:
     """What the circuit breaker counts: the upstream unreachable or saying it is unavailable."""
     if error.http_status is not None:
@@ -130,32 +143,28 @@ def is_upstream_failure(error: GatewayError) -> bool:
 
 
 class LaunchAPI:
-    """The routes of the Launch API the gateway uses (launch-http-api.md §1)."""
+    """The routes of the Launch API the gateway uses (launch-http-api.md §1), as `upstream.*` sets them."""
 
     def __init__(
         self,
-        base_url: str,
+        settings: UpstreamSettings,
+        clock: Clock,
         *,
-        max_connections: int = 256,
-        connect_timeout: float = 5.0,
-        ssl_context: ssl.SSLContext | None = None,
         observe: Observer | None = None,
-        retry: RetryPolicy | None = None,
-        breaker: CircuitBreaker | None = None,
-        max_body_bytes: int = 16 * 1024 * 1024,
-        clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._observe = observe
-        self._retry = retry or RetryPolicy()
-        self._clock = clock or SystemClock()
-        self.breaker = breaker or CircuitBreaker(self._clock.now)
-        self._max_body = max_body_bytes
+        self._clock = clock
+        self._retry = RetryPolicy.from_settings(settings)
+        self.breaker = CircuitBreaker(clock, settings.breaker_failures, settings.breaker_cooldown)
+        self._max_body = settings.max_body_bytes
         self._rng = rng or random.Random()
-        self._base = base_url.rstrip("/")
-        self._max_connections = max_connections
-        self._connect_timeout = connect_timeout
-        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._base = settings.url.rstrip("/")
+        self._max_connections = settings.max_connections
+        self._connect_timeout = settings.connect_timeout
+        self._ssl: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=settings.ca_file) if settings.ca_file else True
+        )
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[tuple[str, ...], URL] = {}
 
@@ -197,18 +206,46 @@ class LaunchAPI:
             url = self._urls[key] = URL(self._base + route).with_query(params)
         return url
 
+    async def _attempts(self, call: UpstreamCall, idempotent: bool, send: Callable[[float], Awaitable[T]]) -> T:
+        """`send(budget)`, repeated as `may_retry` allows within `call.timeout` in all; the breaker sees
+        every attempt. The one retry loop: every route goes through it."""
+        deadline = self._clock.now() + call.timeout
+        attempt = 0
+        while True:
+            self.breaker.before_call()
+            try:
+                result = await send(deadline - self._clock.now())
+            except GatewayError as exc:
+                if is_upstream_failure(exc):
+                    self.breaker.failed()
+                else:
+                    self.breaker.succeeded()
+                attempt += 1
+                pause = self._retry.delay(attempt, self._rng)
+                if attempt >= self._retry.attempts or not may_retry(exc, idempotent):
+                    raise
+                if deadline - self._clock.now() <= pause:
+                    raise
+                await self._clock.sleep(pause)
+                continue
+            except BaseException:
+                self.breaker.abandoned()
+                raise
+            self.breaker.succeeded()
+            return result
+
     @contextlib.contextmanager
     def _exchange(self, method: str, route: str, template: str, timeout: float) -> Iterator[_Outcome]:
         """One request: errors mapped, and its status and latency reported to the observer."""
         outcome = _Outcome()
-        started = time.perf_counter()
+        started = self._clock.now()
         try:
             with _transport_errors(method, route, timeout):
                 yield outcome
         finally:
             if self._observe is not None:
                 status = str(outcome.status) if outcome.status is not None else "error"
-                self._observe(template, status, time.perf_counter() - started)
+                self._observe(template, status, self._clock.now() - started)
 
     async def _read(self, response: aiohttp.ClientResponse, where: str) -> bytes:
         """The body, refused past `max_body_bytes` without reading the rest."""
@@ -238,63 +275,29 @@ class LaunchAPI:
         idempotent: bool = False,
     ) -> Any:
         """One JSON request, retried as `may_retry` allows within `call.timeout` in all."""
-        deadline = self._clock.now() + call.timeout
-        attempt = 0
-        while True:
-            self.breaker.before_call()
-            budget = deadline - self._clock.now()
-            try:
-                result = await self._json_once(method, route, call, budget, params, body, template or route)
-            except GatewayError as exc:
-                if is_upstream_failure(exc):
-                    self.breaker.failed()
-                else:
-                    self.breaker.succeeded()
-                attempt += 1
-                pause = self._retry.delay(attempt, self._rng)
-                if attempt >= self._retry.attempts or not may_retry(exc, idempotent):
-                    raise
-                if deadline - self._clock.now() <= pause:
-                    raise
-                await self._clock.sleep(pause)
-                continue
-            except BaseException:
-                self.breaker.abandoned()
-                raise
-            self.breaker.succeeded()
-            return result
-
-    async def _json_once(
-        self,
-        method: str,
-        route: str,
-        call: UpstreamCall,
-        budget: float,
-        params: Mapping[str, str],
-        body: bytes | None,
-        template: str,
-    ) -> Any:
-        if budget <= 0:
-            raise UpstreamTimeout(f"upstream {method} {route}: no time left for another attempt")
         where = f"upstream {method} {route}"
-        with self._exchange(method, route, template, budget) as outcome:
-            async with self.session.request(
-                method,
-                self._url(route, params),
-                data=body,
-                headers=call.request_headers(_JSON_HEADERS),
-                timeout=self._timeout(budget),
-            ) as response:
-                outcome.status = response.status
-                raw = await self._read(response, where)
-                if response.status >= 300:
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    raise error_from_http(method, route, response.status, raw, retry_after)
-                content_type = response.content_type
-        try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise UpstreamProtocolError(f"{where} answered invalid JSON ({content_type}): {exc}") from exc
+
+        async def send(budget: float) -> Any:
+            if budget <= 0:
+                raise UpstreamTimeout(f"{where}: no time left for another attempt")
+            with self._exchange(method, route, template or route, budget) as outcome:
+                async with self.session.request(
+                    method,
+                    self._url(route, params),
+                    data=body,
+                    headers=call.request_headers(_JSON_HEADERS),
+                    timeout=self._timeout(budget),
+                ) as response:
+                    outcome.status = response.status
+                    raw = await self._read(response, where)
+                    raise_for_status(method, route, response, raw)
+                    content_type = response.content_type
+            try:
+                return json.loads(raw)
+            except ValueError as exc:
+                raise UpstreamProtocolError(f"{where} answered invalid JSON ({content_type}): {exc}") from exc
+
+        return await self._attempts(call, idempotent, send)
 
     async def probe(self, within: float, authorization: str | None = None) -> bool:
         """Whether the upstream answers HTTP at all (below 500): readiness, not correctness."""
@@ -346,28 +349,16 @@ class LaunchAPI:
     async def stream(self, endpoint_id: str, body: bytes, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
         """`POST /v1/streaming-tasks`: each event's `data`, the moment its blank line arrives.
 
-        `call.timeout` is the longest quiet time allowed between two reads, not a total. A stream
-        that ends inside an event was cut off and raises UNAVAILABLE after the complete events.
+        `call.timeout` is the longest quiet time allowed between two reads, not a total (opening the
+        stream, retries included, is one such wait). A stream that ends inside an event was cut off
+        and raises UNAVAILABLE after the complete events.
         """
         route = "/v1/streaming-tasks"
-        for attempt in range(1, self._retry.attempts + 1):
-            self.breaker.before_call()
-            try:
-                response = await self._open_stream(route, endpoint_id, body, call)
-            except GatewayError as exc:
-                if is_upstream_failure(exc):
-                    self.breaker.failed()
-                else:
-                    self.breaker.succeeded()
-                if attempt >= self._retry.attempts or not isinstance(exc, ConnectFailed):
-                    raise
-                await self._clock.sleep(self._retry.delay(attempt, self._rng))
-                continue
-            except BaseException:
-                self.breaker.abandoned()
-                raise
-            self.breaker.succeeded()
-            break
+
+        async def send(_budget: float) -> aiohttp.ClientResponse:
+            return await self._open_stream(route, endpoint_id, body, call)
+
+        response = await self._attempts(call, False, send)
         with _transport_errors("POST", route, call.timeout):
             async with response:
                 if response.content_type != "text/event-stream":
@@ -411,6 +402,5 @@ class LaunchAPI:
             if response.status >= 300:
                 async with response:
                     raw = await self._read(response, f"upstream POST {route}")
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                raise error_from_http("POST", route, response.status, raw, retry_after)
+                raise_for_status("POST", route, response, raw)
             return response
