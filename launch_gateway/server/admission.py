@@ -15,22 +15,19 @@ per-RPC decisions against it, in this order, so that a caller learns no more tha
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from launch_gateway.server.access.callbacks import callback_host, check_callback
+from launch_gateway.server.access.callbacks import check_addresses, check_policy, parse_callback_url
 from launch_gateway.server.access.credentials import Credential, credential_for_key
 from launch_gateway.server.access.handles import TaskHandles, parse_secrets
+from launch_gateway.server.access.lookups import HostLookups
 from launch_gateway.server.access.tenants import Tenant, TenantDirectory
 from launch_gateway.server.errors import (
     ConfigError,
-    InvalidArgument,
     LimitExceeded,
     PermissionDenied,
     Unauthenticated,
@@ -133,7 +130,10 @@ def rate_headers(decision: Decision) -> tuple[tuple[str, str], ...]:
 class Gate:
     """Identifies, authorizes and limits each RPC (see the module docstring)."""
 
-    def __init__(self, limiter: RateLimiter, concurrency: ConcurrencyLimiter, telemetry: Telemetry) -> None:
+    def __init__(
+        self, limiter: RateLimiter, concurrency: ConcurrencyLimiter, telemetry: Telemetry, lookups: HostLookups
+    ) -> None:
+        self._lookups = lookups  # callback hosts are resolved there, never on the upstream's resolver
         self._limiter = limiter
         self._concurrency = concurrency
         self._telemetry = telemetry
@@ -209,19 +209,17 @@ class Gate:
             raise LimitExceeded(f"tenant {tenant.name!r} is at its cap of {cap} {noun}")
         return Admission(rate_headers(tightest) if tightest else (), lease)
 
-    @staticmethod
-    async def check_callback(caller: Caller, url: str) -> None:
-        """Apply the tenant's callback policy to `url` (resolving its host); open mode has none."""
+    async def check_callback(self, caller: Caller, url: str) -> None:
+        """Apply the tenant's callback policy to `url` (see access.callbacks); open mode has none."""
         if caller.tenant is None:
             return
         policy = caller.tenant.callbacks
-        check_callback(url, policy, ())  # scheme and host first: nothing is resolved for a refused host
+        target = parse_callback_url(url)
+        check_policy(target, policy)  # nothing is resolved for a refused host
         if policy.allow_private:
             return
-        host = callback_host(url)
-        port = urlsplit(url).port or 443
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
-            raise InvalidArgument("request.callback_url", f"cannot resolve host {host}") from None
-        check_callback(url, policy, [str(info[4][0]) for info in infos])
+        if target.address is not None:
+            addresses = [target.host]
+        else:
+            addresses = await self._lookups.resolve(caller.name, target.host, target.port)
+        check_addresses(target, addresses)

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from launch_gateway.client.health import LIVENESS
 from launch_gateway.server.access.credentials import credential_for_key
+from launch_gateway.server.access.lookups import HostLookups
 from launch_gateway.server.access.reload import EdgeSource
 from launch_gateway.server.admission import Gate
 from launch_gateway.server.clock import Clock, SystemClock
@@ -199,7 +200,10 @@ class GatewayServer:
         await self.api.start()
         server = grpc.aio.server(options=server_options(settings))
         try:
-            gate = Gate(self.limiter, self.concurrency, self.telemetry)
+            lookups = HostLookups(
+                settings.callbacks.lookup_timeout, settings.callbacks.lookups_per_tenant, settings.callbacks.max_lookups
+            )
+            gate = Gate(self.limiter, self.concurrency, self.telemetry, lookups)
             service = EndpointService(
                 settings,
                 self.api,

@@ -108,6 +108,15 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True)
+class CallbackSettings:
+    """Looking up callback hosts (the tenants' callback policies are in `[tenants.<name>.callbacks]`)."""
+
+    lookup_timeout: float = 2.0  # seconds a callback host lookup may take; then UNAVAILABLE
+    lookups_per_tenant: int = 4  # lookups in flight per tenant (a hung one holds its slot); then RESOURCE_EXHAUSTED
+    max_lookups: int = 64  # lookup threads in flight for the whole gateway; then UNAVAILABLE
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     """The HTTP port with /metrics, /healthz and /readyz."""
 
@@ -138,6 +147,7 @@ class Settings:
     poll: PollSettings = field(default_factory=PollSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    callbacks: CallbackSettings = field(default_factory=CallbackSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     tenants: tuple[Tenant, ...] = ()
@@ -224,6 +234,9 @@ def _check(settings: Settings, problems: list[str]) -> None:
         "server.keepalive_timeout": settings.server.keepalive_timeout,
         "poll.initial": settings.poll.initial,
         "poll.max": settings.poll.max,
+        "callbacks.lookup_timeout": settings.callbacks.lookup_timeout,
+        "callbacks.lookups_per_tenant": settings.callbacks.lookups_per_tenant,
+        "callbacks.max_lookups": settings.callbacks.max_lookups,
     }
     problems.extend(f"{k}: must be greater than 0, not {v}" for k, v in positive.items() if v <= 0)
     if settings.server.workers < 1:
