@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from launch_gateway.server.settings import ConfigError, build_settings, env_var, load_settings, setting_names
+from launch_gateway.server.app import rate_limiter
+from launch_gateway.server.errors import ConfigError
+from launch_gateway.server.settings import Settings, build_settings, env_var, load_settings, setting_names
+from launch_gateway.server.upstream.launch_api import LaunchAPI
+from tests.fake_clock import FakeClock
 
 
 def test_defaults_need_no_file() -> None:
@@ -69,3 +73,70 @@ def test_setting_names_cover_every_section() -> None:
     assert "upstream.url" in names
     assert "timeouts.stream_idle" in names
     assert env_var("timeouts.stream_idle") == "LAUNCH_GATEWAY_TIMEOUTS_STREAM_IDLE"
+
+
+ONE_OF_EACH = """\
+[server]
+port = "x"        # a type error
+colour = "blue"   # an unknown key
+[timeouts]
+sync = -1         # a range problem
+[poll]
+initial = 2.0     # a cross-field problem: max < initial
+max = 1.0
+[tenants.team-a]
+endpoints = ["echo"]
+mtls_subjects = ["team-a"]  # a cross-field problem: needs server.tls_client_ca_file
+max_unary = -1              # a range problem in a tenant
+upstream = "forward"
+"""
+
+
+def test_one_file_reports_every_kind_of_problem_in_one_pass(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(ONE_OF_EACH)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert sorted(caught.value.problems) == sorted(
+        [
+            "server.colour: unknown setting",
+            "server.port: must be an integer, not 'x'",
+            "timeouts.sync: must be greater than 0, not -1.0",
+            "poll.max: must not be less than poll.initial",
+            "tenants.team-a.max_unary: must not be negative, not -1",
+            "tenants: mtls_subjects need server.tls_client_ca_file (client certificates)",
+        ]
+    )
+
+
+def test_check_config_prints_every_problem_of_the_file_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from launch_gateway.cli import main
+
+    path = tmp_path / "gateway.toml"
+    path.write_text(ONE_OF_EACH)
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    for key in ("server.colour", "server.port", "timeouts.sync", "poll.max", "tenants.team-a.max_unary", "tenants:"):
+        assert f"\n  {key}" in err, err
+
+
+async def test_the_upstream_client_takes_its_defaults_from_the_settings() -> None:
+    settings = Settings()
+    api = LaunchAPI(settings.upstream, FakeClock())
+    await api.start()
+    try:
+        assert api.session.connector is not None
+        assert api.session.connector.limit == settings.upstream.max_connections == 1024
+    finally:
+        await api.close()
+
+
+async def test_the_redis_limiter_takes_its_prefix_and_policy_from_the_settings() -> None:
+    settings = build_settings({"limits": {"backend": "redis", "fail_open": False}})
+    limiter = rate_limiter(settings, {settings.limits.redis_url_env: "redis://127.0.0.1:1/0"}, FakeClock())
+    try:
+        assert (limiter.prefix, limiter.fail_open) == ("launch-gateway:rl:", False)  # type: ignore[attr-defined]
+    finally:
+        await limiter.close()

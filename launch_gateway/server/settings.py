@@ -1,8 +1,11 @@
 """Settings: frozen dataclasses, read from one TOML file, then environment variables, then flags.
 
 Every setting has a dotted name (`upstream.url`), a TOML key (`[upstream] url = ...`) and an
-environment variable (`LAUNCH_GATEWAY_UPSTREAM_URL`); later sources override earlier ones. A bad
-value is reported with its dotted name and the reason, all problems at once (`ConfigError`).
+environment variable (`LAUNCH_GATEWAY_UPSTREAM_URL`); later sources override earlier ones. One
+validator reads the sections and the `[tenants.<name>]` tables alike, and reports every problem of
+a configuration in one pass (`ConfigError`): wrong types, unknown keys, ranges and rules between
+values, each with its dotted name and the reason. Every default is stated once, here: the parts
+of the gateway take their section of these settings rather than restating them.
 Secrets are not settings: the config names where a secret comes from (an environment variable),
 never the secret itself.
 """
@@ -10,15 +13,17 @@ never the secret itself.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from launch_gateway.server.access.tenants import Tenant, parse_tenants
+from launch_gateway.server.access.tenants import HASH_PREFIX, Tenant
 from launch_gateway.server.errors import ConfigError
+from launch_gateway.server.limits.buckets import Rate
 
 ENV_PREFIX = "LAUNCH_GATEWAY_"
 
@@ -108,15 +113,6 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True)
-class CallbackSettings:
-    """Looking up callback hosts (the tenants' callback policies are in `[tenants.<name>.callbacks]`)."""
-
-    lookup_timeout: float = 2.0  # seconds a callback host lookup may take; then UNAVAILABLE
-    lookups_per_tenant: int = 4  # lookups in flight per tenant (a hung one holds its slot); then RESOURCE_EXHAUSTED
-    max_lookups: int = 64  # lookup threads in flight for the whole gateway; then UNAVAILABLE
-
-
-@dataclass(frozen=True)
 class MetricsSettings:
     """The HTTP port with /metrics, /healthz and /readyz."""
 
@@ -147,7 +143,6 @@ class Settings:
     poll: PollSettings = field(default_factory=PollSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
-    callbacks: CallbackSettings = field(default_factory=CallbackSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     tenants: tuple[Tenant, ...] = ()
@@ -169,98 +164,192 @@ def env_var(name: str) -> str:
     return ENV_PREFIX + name.replace(".", "_").upper()
 
 
-def _coerce(name: str, hint: Any, value: Any, problems: list[str]) -> Any:
-    """`value` as the setting's type; strings (from env or flags) are parsed."""
-    origin = typing.get_origin(hint)
+# --- the one validator: types, unknown keys, ranges and rules between values, in one pass ---------
+
+_REFUSED: Any = object()  # what `_coerce` gives for a value it refused
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+HEX = "0123456789abcdef"
+IDENTITY = ("api_key_hashes", "mtls_subjects")
+
+
+def _in(where: str, keys: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{where}.{key}" for key in keys)
+
+
+class _Problems:
+    """Every problem of one configuration, in the order found, and the settings whose values were refused."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+        self.refused: set[str] = set()
+
+    def refuse(self, name: str, reason: str) -> Any:
+        """A value that cannot be used: reported, left at its default, and not judged again by the rules."""
+        self.found.append(f"{name}: {reason}")
+        self.refused.add(name)
+        return _REFUSED
+
+    def rule(self, broken: bool, name: str, reason: str, *reads: str) -> None:
+        """A rule on values, reported when broken unless a value it reads (`name`, `reads`) was refused."""
+        if broken and self.refused.isdisjoint((name, *reads)):
+            self.found.append(f"{name}: {reason}")
+
+
+def _coerce(name: str, hint: Any, value: Any, problems: _Problems, strings: bool) -> Any:
+    """`value` as the setting's type, or `_REFUSED`; with `strings` (any source but a tenant's table:
+    the environment and flags give nothing else), a string may stand for a number, a flag or a list."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Literal:
-        choices = typing.get_args(hint)
-        if value not in choices:
-            problems.append(f"{name}: must be one of {', '.join(map(str, choices))}, not {value!r}")
-        return value
+        return value if value in args else problems.refuse(name, f"must be one of {', '.join(args)}, not {value!r}")
     if origin is tuple:
-        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        items = [v.strip() for v in value.split(",") if v.strip()] if strings and isinstance(value, str) else value
         if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
-            problems.append(f"{name}: must be a list of strings, not {value!r}")
-            return ()
+            shown = "" if name.endswith(".api_key_hashes") else f", not {value!r}"  # may hold a key: not shown
+            return problems.refuse(name, f"must be a list of strings{shown}")
         return tuple(items)
     if hint is bool:
-        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
-            return value.lower() in {"1", "true", "yes", "on"}
-        if not isinstance(value, bool):
-            problems.append(f"{name}: must be true or false, not {value!r}")
-        return value
+        if strings and isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        return value if isinstance(value, bool) else problems.refuse(name, f"must be true or false, not {value!r}")
     if hint in (int, float):
         try:
-            number = hint(value) if isinstance(value, str) else value
+            number = hint(value) if strings and isinstance(value, str) else value
         except ValueError:
             number = None
-        if isinstance(number, bool) or not isinstance(number, int | float) or (hint is int and number != int(number)):
-            problems.append(f"{name}: must be {'an integer' if hint is int else 'a number'}, not {value!r}")
-            return value
+        if isinstance(number, bool) or not isinstance(number, int | float) or (hint is int and number % 1):
+            return problems.refuse(name, f"must be {'an integer' if hint is int else 'a number'}, not {value!r}")
         return hint(number)
-    if hint is str and not isinstance(value, str):
-        problems.append(f"{name}: must be a string, not {value!r}")
-    return value
+    if hint is str:
+        return value if isinstance(value, str) else problems.refuse(name, f"must be a string, not {value!r}")
+    if origin is Mapping:  # a tenant's endpoint_rates
+        if not isinstance(value, dict):
+            return problems.refuse(name, "must be a table of endpoint = {per_second, burst}")
+        rates = {k: _coerce(f"{name}.{k}", args[1], v, problems, strings) for k, v in value.items()}
+        return {k: v for k, v in rates.items() if v is not _REFUSED}
+    if Rate in (hint, *args):  # a tenant's rate (Rate | None)
+        return _rate(name, value, problems)
+    if dataclasses.is_dataclass(hint):  # a table within a table: a tenant's callbacks
+        if not isinstance(value, dict):
+            return problems.refuse(name, "must be a table")
+        return typing.cast(Any, hint)(**_fields(hint, name, value, problems, strings=strings))
+    raise TypeError(f"{name}: no rule for {hint!r}")  # pragma: no cover - a setting of a new type
 
 
-def _check(settings: Settings, problems: list[str]) -> None:
-    """Rules between values that types alone do not catch."""
-    for name, port in (("server.port", settings.server.port), ("metrics.port", settings.metrics.port)):
-        if not 0 <= port <= 65535:
-            problems.append(f"{name}: must be within 0..65535, not {port}")
-    for name in ("keepalive_min_ping_interval", "max_connection_age", "max_connection_age_grace"):
-        if getattr(settings.server, name) < 0:
-            problems.append(f"server.{name}: must not be negative")
-    if not settings.upstream.url.startswith(("http://", "https://")):
-        problems.append(f"upstream.url: must start with http:// or https://, not {settings.upstream.url!r}")
-    positive = {
-        "server.grace_period": settings.server.grace_period,
-        "upstream.endpoint_cache_ttl": settings.upstream.endpoint_cache_ttl,
-        "upstream.max_connections": settings.upstream.max_connections,
-        "server.workers": settings.server.workers,
-        "upstream.connect_timeout": settings.upstream.connect_timeout,
-        "upstream.max_body_bytes": settings.upstream.max_body_bytes,
-        "upstream.retry_attempts": settings.upstream.retry_attempts,
-        "timeouts.sync": settings.timeouts.sync,
-        "timeouts.submit": settings.timeouts.submit,
-        "timeouts.poll": settings.timeouts.poll,
-        "timeouts.stream_idle": settings.timeouts.stream_idle,
-        "timeouts.max_wait": settings.timeouts.max_wait,
-        "server.max_receive_message_bytes": settings.server.max_receive_message_bytes,
-        "server.max_send_message_bytes": settings.server.max_send_message_bytes,
-        "auth.reload_interval": settings.auth.reload_interval,
-        "metrics.readiness_interval": settings.metrics.readiness_interval,
-        "server.keepalive_time": settings.server.keepalive_time,
-        "server.keepalive_timeout": settings.server.keepalive_timeout,
-        "poll.initial": settings.poll.initial,
-        "poll.max": settings.poll.max,
-        "callbacks.lookup_timeout": settings.callbacks.lookup_timeout,
-        "callbacks.lookups_per_tenant": settings.callbacks.lookups_per_tenant,
-        "callbacks.max_lookups": settings.callbacks.max_lookups,
-    }
-    problems.extend(f"{k}: must be greater than 0, not {v}" for k, v in positive.items() if v <= 0)
-    if settings.server.workers < 1:
-        problems.append(f"server.workers: must be at least 1, not {settings.server.workers}")
-    for name in ("retry_base", "retry_cap", "breaker_failures", "breaker_cooldown"):
-        if getattr(settings.upstream, name) < 0:
-            problems.append(f"upstream.{name}: must not be negative")
-    if settings.timeouts.deadline_margin < 0:
-        problems.append("timeouts.deadline_margin: must not be negative")
-    if settings.poll.multiplier < 1:
-        problems.append(f"poll.multiplier: must be at least 1, not {settings.poll.multiplier}")
-    if settings.poll.max < settings.poll.initial:
-        problems.append("poll.max: must not be less than poll.initial")
-    if bool(settings.server.tls_cert_file) != bool(settings.server.tls_key_file):
-        problems.append("server.tls_key_file: tls_cert_file and tls_key_file go together")
-    if settings.server.tls_client_ca_file and not settings.server.tls_cert_file:
-        problems.append("server.tls_client_ca_file: mTLS needs tls_cert_file and tls_key_file")
-    for name in ("server.tls_cert_file", "server.tls_key_file", "server.tls_client_ca_file", "upstream.ca_file"):
-        section, key = name.split(".")
-        path = getattr(getattr(settings, section), key)
-        if path and not Path(path).is_file():
-            problems.append(f"{name}: no such file: {path}")
-    if any(t.mtls_subjects for t in settings.tenants) and not settings.server.tls_client_ca_file:
-        problems.append("tenants: mtls_subjects need server.tls_client_ca_file (client certificates)")
+def _rate(name: str, value: Any, problems: _Problems) -> Any:
+    """A rate table (`burst` defaults to one second's worth), or `_REFUSED`."""
+    if not isinstance(value, dict) or set(value) - {"per_second", "burst"}:
+        return problems.refuse(name, "must be a table with per_second and burst")
+    per_second, burst = value.get("per_second"), value.get("burst")
+    if not isinstance(per_second, int | float) or isinstance(per_second, bool) or not 0 < per_second < math.inf:
+        return problems.refuse(f"{name}.per_second", "must be a number greater than 0")
+    if burst is None:
+        burst = max(1, int(per_second))
+    if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
+        return problems.refuse(f"{name}.burst", "must be an integer of at least 1")
+    return Rate(float(per_second), burst)
+
+
+def _fields(
+    cls: Any,
+    where: str,
+    table: Mapping[str, Any],
+    problems: _Problems,
+    *,
+    strings: bool,
+    source: Callable[[str, Any], Any] | None = None,
+    skip: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The accepted values of one table for the dataclass `cls` (its unknown keys and bad values reported);
+    `source(dotted name, file value)` gives the value that wins (the environment's, a flag's)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
+    for key in table:
+        if key not in names:
+            problems.refuse(f"{where}.{key}", "unknown setting")
+    values: dict[str, Any] = {}
+    for key in names:
+        dotted = f"{where}.{key}"
+        raw = source(dotted, table.get(key)) if source else table.get(key)
+        if raw is not None and (value := _coerce(dotted, hints[key], raw, problems, strings)) is not _REFUSED:
+            values[key] = value
+    return values
+
+
+def _tenants(tables: Any, problems: _Problems) -> tuple[Tenant, ...]:
+    """Every `[tenants.<name>]` table as a Tenant (of its accepted values, so the rules can judge it)."""
+    if not isinstance(tables, dict):
+        problems.refuse("tenants", "must be a table of [tenants.<name>] tables")
+        return ()
+    tenants = []
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            problems.refuse(f"tenants.{name}", "must be a table")
+            continue
+        tenant = Tenant(name=name, **_fields(Tenant, f"tenants.{name}", table, problems, strings=False, skip=("name",)))
+        hosts = tuple(h.lower() for h in tenant.callbacks.hosts)  # host names are case-insensitive
+        tenants.append(dataclasses.replace(tenant, callbacks=dataclasses.replace(tenant.callbacks, hosts=hosts)))
+    return tuple(tenants)
+
+
+_POSITIVE = (  # settings that must be greater than 0
+    "server.grace_period", "server.workers", "server.max_receive_message_bytes", "server.max_send_message_bytes",
+    "server.keepalive_time", "server.keepalive_timeout", "upstream.endpoint_cache_ttl", "upstream.max_connections",
+    "upstream.connect_timeout", "upstream.max_body_bytes", "upstream.retry_attempts", "timeouts.sync",
+    "timeouts.submit", "timeouts.poll", "timeouts.stream_idle", "timeouts.max_wait", "auth.reload_interval",
+    "metrics.readiness_interval", "poll.initial", "poll.max",
+)  # fmt: skip
+
+
+def _check(s: Settings, problems: _Problems) -> None:
+    """Rules on values that types alone do not catch: ranges, and rules between values."""
+    rule = problems.rule
+    for name, port in (("server.port", s.server.port), ("metrics.port", s.metrics.port)):
+        rule(not 0 <= port <= 65535, name, f"must be within 0..65535, not {port}")
+    for key in ("keepalive_min_ping_interval", "max_connection_age", "max_connection_age_grace"):
+        rule(getattr(s.server, key) < 0, f"server.{key}", "must not be negative")
+    url = s.upstream.url
+    rule(
+        not url.startswith(("http://", "https://")), "upstream.url", f"must start with http:// or https://, not {url!r}"
+    )
+    for name in _POSITIVE:
+        value = getattr(getattr(s, name.split(".")[0]), name.split(".")[1])
+        rule(value <= 0, name, f"must be greater than 0, not {value}")
+    rule(s.server.workers < 1, "server.workers", f"must be at least 1, not {s.server.workers}")
+    for key in ("retry_base", "retry_cap", "breaker_failures", "breaker_cooldown"):
+        rule(getattr(s.upstream, key) < 0, f"upstream.{key}", "must not be negative")
+    rule(s.timeouts.deadline_margin < 0, "timeouts.deadline_margin", "must not be negative")
+    rule(s.poll.multiplier < 1, "poll.multiplier", f"must be at least 1, not {s.poll.multiplier}")
+    rule(s.poll.max < s.poll.initial, "poll.max", "must not be less than poll.initial", "poll.initial")
+    cert, key, client_ca = s.server.tls_cert_file, s.server.tls_key_file, s.server.tls_client_ca_file
+    tls = ("server.tls_cert_file", "server.tls_key_file")
+    rule(bool(cert) != bool(key), "server.tls_key_file", "tls_cert_file and tls_key_file go together", *tls)
+    rule(bool(client_ca) and not cert, "server.tls_client_ca_file", "mTLS needs tls_cert_file and tls_key_file", *tls)
+    for name in (*tls, "server.tls_client_ca_file", "upstream.ca_file"):
+        section, field_name = name.split(".")
+        path = getattr(getattr(s, section), field_name)
+        rule(bool(path) and not Path(path).is_file(), name, f"no such file: {path}")
+    owners: dict[str, str] = {}  # key hash -> its tenant: a key names one tenant only
+    for tenant in s.tenants:
+        w = f"tenants.{tenant.name}"
+        for key in ("max_unary", "max_streams", "max_waits"):
+            rule(getattr(tenant, key) < 0, f"{w}.{key}", f"must not be negative, not {getattr(tenant, key)}")
+        for number, digest in enumerate(tenant.api_key_hashes, 1):
+            hexpart = digest.removeprefix(HASH_PREFIX)
+            malformed = not digest.startswith(HASH_PREFIX) or len(hexpart) != 64 or bool(set(hexpart) - set(HEX))
+            # Nothing of it is shown: what is not a hash may be the key itself, pasted by mistake.
+            why = f"entry {number} is not sha256:<64 hex> (see hash-key; the entry is not shown, it may be a key)"
+            rule(malformed, f"{w}.api_key_hashes", why)
+            rule(digest in owners, f"{w}.api_key_hashes", f"a key also belongs to {owners.get(digest)}")
+            owners[digest] = tenant.name
+        rule(not tenant.endpoints, f"{w}.endpoints", 'must list at least one endpoint name or pattern ("*" for all)')
+        nobody = not tenant.api_key_hashes and not tenant.mtls_subjects
+        rule(nobody, w, "needs api_key_hashes or mtls_subjects, or nobody can be this tenant", *_in(w, IDENTITY))
+        keyless = tenant.upstream == "service" and not (tenant.upstream_key_env or tenant.upstream_key_file)
+        why = "service mode needs upstream_key_env or upstream_key_file"
+        rule(keyless, f"{w}.upstream_key_env", why, *_in(w, ("upstream", "upstream_key_file")))
+    mtls = any(t.mtls_subjects for t in s.tenants) and not client_ca
+    why = "mtls_subjects need server.tls_client_ca_file (client certificates)"
+    rule(mtls, "tenants", why, "server.tls_client_ca_file")
 
 
 def build_settings(
@@ -268,37 +357,35 @@ def build_settings(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Settings from parsed TOML, then `env`, then `overrides` (dotted names; None means unset)."""
-    problems: list[str] = []
+    """Settings from parsed TOML, then `env`, then `overrides` (dotted names; None means unset).
+
+    Every problem is found in one pass and raised in one ConfigError: a refused value is reported and
+    left at its default, so that the ranges and the rules between values are still judged.
+    """
+
+    def source(dotted: str, raw: Any) -> Any:
+        if env and env_var(dotted) in env:
+            raw = env[env_var(dotted)]
+        if overrides and overrides.get(dotted) is not None:
+            raw = overrides[dotted]
+        return raw
+
+    problems = _Problems()
     file_values = dict(file_values or {})
     sections: dict[str, Any] = {}
     for section, cls in _sections().items():
         table = file_values.pop(section, {})
         if not isinstance(table, dict):
-            problems.append(f"{section}: must be a table ([{section}])")
+            problems.refuse(section, f"must be a table ([{section}])")
             table = {}
-        hints = typing.get_type_hints(cls)
-        known = {f.name for f in dataclasses.fields(cls)}
-        problems.extend(f"{section}.{key}: unknown setting" for key in table if key not in known)
-        values: dict[str, Any] = {}
-        for name in known:
-            dotted = f"{section}.{name}"
-            raw = table.get(name)
-            if env and env_var(dotted) in env:
-                raw = env[env_var(dotted)]
-            if overrides and overrides.get(dotted) is not None:
-                raw = overrides[dotted]
-            if raw is not None:
-                values[name] = _coerce(dotted, hints[name], raw, problems)
-        sections[section] = values
-    tenants = parse_tenants(file_values.pop("tenants", {}), problems)
-    problems.extend(f"{key}: unknown section" for key in file_values)
-    if problems:
-        raise ConfigError(problems)
-    settings = Settings(**{name: cls(**sections[name]) for name, cls in _sections().items()}, tenants=tenants)
+        sections[section] = cls(**_fields(cls, section, table, problems, strings=True, source=source))
+    tenants = _tenants(file_values.pop("tenants", {}), problems)
+    for key in file_values:
+        problems.refuse(key, "unknown section")
+    settings = Settings(**sections, tenants=tenants)
     _check(settings, problems)
-    if problems:
-        raise ConfigError(problems)
+    if problems.found:
+        raise ConfigError(problems.found)
     return settings
 
 
