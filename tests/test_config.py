@@ -8,6 +8,7 @@ import pytest
 
 from launch_gateway.server.app import rate_limiter
 from launch_gateway.server.errors import ConfigError
+from launch_gateway.server.limits.redis_buckets import RedisRateLimiter
 from launch_gateway.server.settings import Settings, build_settings, env_var, load_settings, setting_names
 from launch_gateway.server.upstream.launch_api import LaunchAPI
 from tests.fake_clock import FakeClock
@@ -137,6 +138,11 @@ async def test_the_redis_limiter_takes_its_prefix_and_policy_from_the_settings()
     settings = build_settings({"limits": {"backend": "redis", "fail_open": False}})
     limiter = rate_limiter(settings, {settings.limits.redis_url_env: "redis://127.0.0.1:1/0"}, FakeClock())
     try:
-        assert (limiter.prefix, limiter.fail_open) == ("launch-gateway:rl:", False)  # type: ignore[attr-defined]
+        assert isinstance(limiter, RedisRateLimiter)
+        assert (
+            (limiter.prefix, limiter.fail_open)
+            == (settings.limits.redis_prefix, False)
+            == ("launch-gateway:rl:", False)
+        )
     finally:
         await limiter.close()
