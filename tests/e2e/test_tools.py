@@ -8,7 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from tests.conftest import Stack
+from launch_gateway.v1 import endpoint_service_pb2 as pb
+from tests.conftest import Stack, StackFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -73,3 +74,12 @@ async def test_buf_lint_passes_on_the_protos() -> None:
     assert buf.exists(), "buf comes from npm: run `npm ci` (make test does)"
     code, out, err = await run(str(buf), "lint", "protos")
     assert code == 0, out + err
+
+
+async def test_reflection_can_be_turned_off(make_stack: StackFactory) -> None:
+    stack = await make_stack(settings={"server": {"reflection": False}})
+    code, out, err = await grpcurl(stack, "list")
+    assert code != 0, out
+    assert "does not support the reflection API" in err
+    reply = await stack.stub.GetEndpoint(pb.GetEndpointRequest(endpoint_name="echo"), timeout=10)
+    assert reply.endpoint.name == "echo"  # the service itself is there

@@ -9,8 +9,11 @@ import grpc
 import pytest
 
 from launch_gateway.server.observability.logs import JsonFormatter
+from launch_gateway.testing.local_launch import LocalLaunchServer
 from launch_gateway.v1 import endpoint_service_pb2 as pb
-from tests.conftest import Stack
+from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
+from tests.conftest import Stack, StackFactory
+from tests.serving import ServeFactory
 
 ECHO = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
 
@@ -59,3 +62,26 @@ async def test_errors_carry_the_request_id_in_trailers(stack: Stack) -> None:
             pb.PredictRequest(endpoint_name="", request=ECHO.request), timeout=10, metadata=(("x-request-id", "r-9"),)
         )
     assert dict(caught.value.trailing_metadata() or ())["x-request-id"] == "r-9"
+
+
+async def test_access_log_off_writes_no_rpc_lines(make_stack: StackFactory, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="launch_gateway.access")
+    stack = await make_stack(settings={"log": {"access": False}})
+    await stack.stub.Predict(ECHO, timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stack.stub.Predict(pb.PredictRequest(endpoint_name="missing", request=ECHO.request), timeout=10)
+    assert access_lines(caplog) == []
+
+
+async def test_human_log_format_writes_key_value_lines(serve_process: ServeFactory) -> None:
+    async with LocalLaunchServer() as launch:
+        served = await serve_process(
+            *("--upstream", launch.url, "--port", "0", "--metrics.port", "0", "--log.format", "human")
+        )
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            await pb_grpc.EndpointServiceStub(channel).Predict(ECHO, timeout=10, metadata=(("x-request-id", "req-h1"),))
+        line = await served.log_line("request_id=req-h1")
+    assert " launch_gateway.access: rpc " in line, line
+    assert "method=Predict" in line
+    assert "grpc_code=OK" in line
+    assert not line.lstrip().startswith("{")  # not JSON

@@ -111,3 +111,16 @@ async def test_promtool_accepts_a_real_scrape(traffic_stack: Stack, tmp_path: ob
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(text.encode()), 30)
     assert process.returncode == 0, (out + err).decode()
+
+
+async def test_every_method_has_its_series_before_any_call(stack: Stack) -> None:
+    _, text = await http_get(stack, "/metrics")
+    started = samples(text, "grpc_server_started_total")
+    handled = samples(text, "grpc_server_handled_total")
+    methods = {"Predict", "SubmitAsync", "GetAsyncTask", "WaitAsyncTask", "GetEndpoint"}
+    for method in methods:
+        assert started[labels(method)] == 0, method
+        for code in ("OK", "NotFound", "Canceled", "ResourceExhausted", "Unavailable"):
+            assert handled[labels(method, grpc_code=code)] == 0, (method, code)
+    assert started[labels("StreamPredict", "server_stream")] == 0
+    assert handled[labels("StreamPredict", "server_stream", grpc_code="DeadlineExceeded")] == 0
