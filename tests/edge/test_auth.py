@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 
@@ -86,3 +88,18 @@ async def test_tenants_need_handle_secrets(make_stack: StackFactory) -> None:
         await make_stack(settings={"tenants": tenants()}, gateway_env={"TEAM_A_LAUNCH_KEY": "k"})
     with pytest.raises(ConfigError, match=r"tenants.team-a.upstream_key_env: \$TEAM_A_LAUNCH_KEY is not set"):
         await make_stack(settings={"tenants": tenants()}, gateway_env={k: v for k, v in ENV.items() if "TEAM" not in k})
+
+
+async def test_a_tenants_launch_key_can_come_from_a_file(make_stack: StackFactory, tmp_path: Path) -> None:
+    key_file = tmp_path / "team-a-launch-key"
+    key_file.write_text(LAUNCH_KEY_A + "\n")
+    team = tenants(**{"team-a": {"upstream_key_env": "", "upstream_key_file": str(key_file)}})
+    stack = await make_stack(
+        api_keys=[LAUNCH_KEY_A],
+        settings={"tenants": team},
+        gateway_env={"LAUNCH_GATEWAY_HANDLE_SECRETS": ENV["LAUNCH_GATEWAY_HANDLE_SECRETS"]},
+    )
+    reply = await stack.stub.Predict(predict(), timeout=10, metadata=bearer(KEY_A))
+    assert reply.response.status == pb.TASK_STATUS_SUCCESS
+    sync = await stack.launch.wait_for_record(lambda r: r.path == "/v1/sync-tasks")
+    assert sync.api_key == LAUNCH_KEY_A

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from launch_gateway.server.settings import ConfigError
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Stack, StackFactory
 from tests.edge.conftest import ENV, HANDLE_SECRET, KEY_A, KEY_B, LAUNCH_KEY_A, bearer, tenants
@@ -124,3 +127,29 @@ async def test_a_handle_is_served_after_a_secret_rotation(make_stack: StackFacto
         await wait(dropped, task_id)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (await wait(dropped, fresh)).response.status == pb.TASK_STATUS_SUCCESS
+
+
+async def test_handle_secrets_can_come_from_a_file_one_per_line(make_stack: StackFactory, tmp_path: Path) -> None:
+    old = await make_stack(api_keys=[LAUNCH_KEY_A], settings={"tenants": tenants()}, gateway_env=ENV)
+    task_id = await submit(old)
+    secrets = tmp_path / "handle-secrets"
+    secrets.write_text(f"a-brand-new-secret-0123456789\n{HANDLE_SECRET}\n")
+    new = await make_stack(
+        settings={
+            "tenants": tenants(),
+            "upstream": {"url": old.launch.url},
+            "auth": {"handle_secrets_file": str(secrets)},
+        },
+        gateway_env={"TEAM_A_LAUNCH_KEY": LAUNCH_KEY_A},  # no secrets in the environment
+    )
+    assert (await wait(new, task_id)).response.status == pb.TASK_STATUS_SUCCESS  # the second line verifies
+    fresh = await submit(new)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # the first line signs: the old replica cannot verify it
+        await wait(old, fresh)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("secrets", ["too-short", f"{HANDLE_SECRET},short"], ids=["one", "one-of-two"])
+async def test_handle_secrets_shorter_than_16_bytes_are_refused(make_stack: StackFactory, secrets: str) -> None:
+    with pytest.raises(ConfigError, match=r"auth\.handle_secrets_env: task handle secrets must be at least 16 bytes"):
+        await make_stack(settings={"tenants": tenants()}, gateway_env={**ENV, "LAUNCH_GATEWAY_HANDLE_SECRETS": secrets})
