@@ -74,6 +74,11 @@ async def test_wait_ends_at_a_long_deadline_without_failing(stack: Stack) -> Non
     assert reply.response.status in {pb.TASK_STATUS_PENDING, pb.TASK_STATUS_STARTED}
 
 
+async def test_an_unknown_task_id_reads_as_pending_as_launch_reports_it(stack: Stack) -> None:
+    reply = await stack.stub.GetAsyncTask(pb.GetAsyncTaskRequest(task_id="no-such-task"), timeout=10)
+    assert reply.response.status == pb.TASK_STATUS_PENDING  # not an error: callers keep their own bound
+
+
 async def test_a_failing_task_ends_in_failure_with_traceback(stack: Stack) -> None:
     task_id = await submit(stack, "fail-async", delay=0)
     reply = await stack.stub.WaitAsyncTask(wait_request(task_id, 10), timeout=15)

@@ -62,6 +62,14 @@ async def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
     assert (code, out.strip()) == (0, f"{config}: ok")
 
 
+async def test_serve_refuses_a_bad_config_with_the_check_config_message(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[upstream]\nauth = "magic"\n')
+    code, out, err = await run(LAUNCH_GATEWAY, "serve", "--config", str(config), "--port", "0")
+    assert (code, out) == (2, "")
+    assert "upstream.auth: must be one of service, forward" in err
+
+
 async def test_ctrl_c_drains_calls_in_flight_like_sigterm(serve_process: ServeFactory) -> None:
     async with LocalLaunchServer() as launch:
         served = await serve_process("--upstream", launch.url, "--port", "0", "--metrics.port", "0")

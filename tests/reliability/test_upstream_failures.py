@@ -67,6 +67,19 @@ async def test_polls_are_retried_on_503_and_succeed(make_stack: StackFactory, ra
     assert script.hits["v1_async_task"] == 3
 
 
+@pytest.mark.parametrize("attempts", [1, 2])
+async def test_retry_attempts_bounds_the_tries_of_a_poll(
+    make_stack: StackFactory, raw_upstream: RawUpstream, attempts: int
+) -> None:
+    script = Script(v1_async_task=[status(503)])
+    url = await raw_upstream(script.handle)
+    stack = await make_stack(settings={"upstream": {"url": url, "retry_attempts": attempts, "breaker_failures": 0}})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.GetAsyncTask(pb.GetAsyncTaskRequest(task_id="t"), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert script.hits["v1_async_task"] == attempts  # 1: no retries
+
+
 async def test_submit_is_not_retried_after_the_request_was_sent(
     make_stack: StackFactory, raw_upstream: RawUpstream
 ) -> None:
