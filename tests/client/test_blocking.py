@@ -14,6 +14,7 @@ from aiohttp import web
 from launch_gateway import (
     AsyncEndpoint,
     BatchSubmitError,
+    DeadlineExceededError,
     EndpointRequest,
     FailedPreconditionError,
     GatewayClient,
@@ -239,3 +240,22 @@ async def test_an_undefined_task_makes_get_raise_value_error(
         await asyncio.to_thread(calls)
     finally:
         client.close()
+
+
+async def test_the_clients_timeout_and_metadata_apply_to_every_call(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    client = GatewayClient(stack.gateway.address, timeout=0.5, metadata=(("x-request-id", "from-the-sdk"),))
+
+    def calls() -> None:
+        sleep = endpoint_of(client, "sleep")
+        assert isinstance(sleep, SyncEndpoint)
+        with pytest.raises(DeadlineExceededError):
+            sleep.predict(EndpointRequest(args={"seconds": 30}))
+
+    try:
+        await asyncio.to_thread(calls)
+    finally:
+        client.close()
+    sync = await stack.launch.wait_for_record(lambda r: r.path == "/v1/sync-tasks")
+    assert sync.headers["x-request-id"] == "from-the-sdk"
+    assert await sync.wait_done(5) == "disconnected"  # the deadline reached the upstream request

@@ -70,3 +70,11 @@ async def test_a_public_callback_address_is_accepted(make_stack: StackFactory) -
     reply = await stack.stub.SubmitAsync(submit("93.184.215.14"), timeout=10, metadata=bearer(KEY_B))
     assert reply.task_id
     assert len(submissions(stack)) == 1
+
+
+async def test_open_mode_has_no_callback_policy(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    request = pb.EndpointRequest(args_json='{"delay": 60}', callback_url="http://10.0.0.1/hook")
+    reply = await stack.stub.SubmitAsync(pb.SubmitAsyncRequest(endpoint_name="echo-async", request=request), timeout=10)
+    assert reply.task_id
+    assert len(submissions(stack)) == 1
