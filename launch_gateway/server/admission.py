@@ -25,7 +25,7 @@ from launch_gateway.server.access.callbacks import check_addresses, check_policy
 from launch_gateway.server.access.credentials import Credential, credential_for_key
 from launch_gateway.server.access.handles import TaskHandles, parse_secrets
 from launch_gateway.server.access.lookups import HostLookups
-from launch_gateway.server.access.tenants import Tenant, TenantDirectory
+from launch_gateway.server.access.tenants import Subject, Tenant, TenantDirectory
 from launch_gateway.server.errors import (
     ConfigError,
     LimitExceeded,
@@ -138,7 +138,7 @@ class Gate:
         self._concurrency = concurrency
         self._telemetry = telemetry
 
-    def identify(self, edge: Edge, metadata: Metadata | None, subjects: Sequence[str]) -> Caller:
+    def identify(self, edge: Edge, metadata: Metadata | None, subjects: Sequence[Subject]) -> Caller:
         key = presented_api_key(metadata)
         if edge.tenants.open:
             if edge.open_mode == "forward":

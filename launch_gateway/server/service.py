@@ -17,6 +17,7 @@ import grpc
 
 from launch_gateway.server.access.credentials import Credential
 from launch_gateway.server.access.handles import TaskRef
+from launch_gateway.server.access.tenants import Subject
 from launch_gateway.server.admission import Admission, Caller, Edge, Gate
 from launch_gateway.server.clock import Clock
 from launch_gateway.server.errors import (
@@ -67,11 +68,24 @@ class Scope:
         return self.caller.credential
 
 
-def peer_subjects(context: Context) -> list[str]:
-    """The client certificate's common name and SANs (mTLS), empty without one."""
+# Where grpc's auth context puts each type of client certificate name (access.tenants.SUBJECT_TYPES).
+_SUBJECT_PROPERTIES = {
+    "dns": "peer_dns",
+    "uri": "peer_uri",
+    "email": "peer_email",
+    "ip": "peer_ip",
+    "cn": "x509_common_name",
+}
+
+
+def peer_subjects(context: Context) -> list[Subject]:
+    """The client certificate's names by type, (type, name) (mTLS); empty without one."""
     auth = context.auth_context()
-    names = [*auth.get("x509_common_name", ()), *auth.get("x509_subject_alternative_name", ())]
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return [
+        (kind, name.decode(errors="replace") if isinstance(name, bytes) else str(name))
+        for kind, prop in _SUBJECT_PROPERTIES.items()
+        for name in auth.get(prop, ())
+    ]
 
 
 class EndpointService(pb_grpc.EndpointServiceServicer):

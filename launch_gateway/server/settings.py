@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from launch_gateway.server.access.tenants import HASH_PREFIX, Tenant
+from launch_gateway.server.access.tenants import HASH_PREFIX, SUBJECT_TYPES, Tenant
 from launch_gateway.server.errors import ConfigError
 from launch_gateway.server.limits.buckets import Rate
 
@@ -113,6 +113,15 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True)
+class CallbackSettings:
+    """Looking up callback hosts (the tenants' callback policies are in `[tenants.<name>.callbacks]`)."""
+
+    lookup_timeout: float = 2.0  # seconds a callback host lookup may take; then UNAVAILABLE
+    lookups_per_tenant: int = 4  # lookups in flight per tenant (a hung one holds its slot); then RESOURCE_EXHAUSTED
+    max_lookups: int = 64  # lookup threads in flight for the whole gateway; then UNAVAILABLE
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     """The HTTP port with /metrics, /healthz and /readyz."""
 
@@ -143,6 +152,7 @@ class Settings:
     poll: PollSettings = field(default_factory=PollSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    callbacks: CallbackSettings = field(default_factory=CallbackSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     tenants: tuple[Tenant, ...] = ()
@@ -296,7 +306,8 @@ _POSITIVE = (  # settings that must be greater than 0
     "server.keepalive_time", "server.keepalive_timeout", "upstream.endpoint_cache_ttl", "upstream.max_connections",
     "upstream.connect_timeout", "upstream.max_body_bytes", "upstream.retry_attempts", "timeouts.sync",
     "timeouts.submit", "timeouts.poll", "timeouts.stream_idle", "timeouts.max_wait", "auth.reload_interval",
-    "metrics.readiness_interval", "poll.initial", "poll.max",
+    "metrics.readiness_interval", "poll.initial", "poll.max", "callbacks.lookup_timeout",
+    "callbacks.lookups_per_tenant", "callbacks.max_lookups",
 )  # fmt: skip
 
 
@@ -347,6 +358,10 @@ def _check(s: Settings, problems: _Problems) -> None:
         keyless = tenant.upstream == "service" and not (tenant.upstream_key_env or tenant.upstream_key_file)
         why = "service mode needs upstream_key_env or upstream_key_file"
         rule(keyless, f"{w}.upstream_key_env", why, *_in(w, ("upstream", "upstream_key_file")))
+        types = tenant.mtls_subject_types
+        unknown = sorted(set(types) - set(SUBJECT_TYPES))
+        why = f"must list some of {', '.join(SUBJECT_TYPES)}, not {', '.join(map(repr, unknown[:3])) or 'none'}"
+        rule(bool(unknown) or not types, f"{w}.mtls_subject_types", why)
     mtls = any(t.mtls_subjects for t in s.tenants) and not client_ca
     why = "mtls_subjects need server.tls_client_ca_file (client certificates)"
     rule(mtls, "tenants", why, "server.tls_client_ca_file")

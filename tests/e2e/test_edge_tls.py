@@ -29,6 +29,7 @@ REQUEST = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(arg
 TENANTS = {
     "client-a": {
         "mtls_subjects": ["client-a.example"],
+        "mtls_subject_types": ["dns", "cn"],  # the common name counts too (by-common-name below)
         "endpoints": ["echo"],
         "upstream": "service",
         "upstream_key_env": "CLIENT_A_LAUNCH_KEY",

@@ -21,6 +21,17 @@ from launch_gateway.server.limits.buckets import Rate
 
 HASH_PREFIX = "sha256:"
 
+# The names of a client certificate a tenant's `mtls_subjects` can be compared with: its SANs by type,
+# and the subject's common name. Only DNS SANs unless the tenant lists others (`mtls_subject_types`):
+# a CA that issues service names often issues email or URI names to people, and a CN is free text.
+SUBJECT_TYPES = ("dns", "uri", "email", "ip", "cn")
+DEFAULT_SUBJECT_TYPES = ("dns",)
+Subject = tuple[str, str]  # (type, name): ("dns", "svc.example.com")
+
+
+def _subject_key(kind: str, name: str) -> Subject:
+    return kind, name.lower() if kind == "dns" else name  # DNS names are case-insensitive
+
 
 def hash_key(api_key: str) -> str:
     """The stored form of an API key."""
@@ -42,7 +53,8 @@ class Tenant:
 
     name: str
     api_key_hashes: tuple[str, ...] = ()
-    mtls_subjects: tuple[str, ...] = ()  # client certificate common names or SANs that mean this tenant
+    mtls_subjects: tuple[str, ...] = ()  # client certificate names that mean this tenant...
+    mtls_subject_types: tuple[str, ...] = DEFAULT_SUBJECT_TYPES  # ...of these types (SUBJECT_TYPES)
     endpoints: tuple[str, ...] = ()  # names or glob patterns
     upstream: Literal["forward", "service"] = "service"
     upstream_key_env: str = ""  # for "service": where the tenant's Launch key comes from
@@ -76,7 +88,12 @@ class TenantDirectory:
     def __init__(self, tenants: Iterable[Tenant]) -> None:
         self.tenants = {t.name: t for t in tenants}
         self._hashes = [(h.encode(), t) for t in self.tenants.values() for h in t.api_key_hashes]
-        self._subjects = {s: t for t in self.tenants.values() for s in t.mtls_subjects}
+        self._subjects = {
+            _subject_key(kind, s): t
+            for t in self.tenants.values()
+            for s in t.mtls_subjects
+            for kind in t.mtls_subject_types
+        }
 
     @property
     def has_subjects(self) -> bool:
@@ -96,8 +113,7 @@ class TenantDirectory:
                 found = tenant
         return found
 
-    def by_subjects(self, subjects: Iterable[str]) -> Tenant | None:
-        for subject in subjects:
-            if subject in self._subjects:
-                return self._subjects[subject]
-        return None
+    def by_subjects(self, subjects: Iterable[Subject]) -> Tenant | None:
+        """The tenant a client certificate's (type, name) pairs name; None for none, or for more than one."""
+        found = {t.name: t for kind, name in subjects if (t := self._subjects.get(_subject_key(kind, name)))}
+        return next(iter(found.values())) if len(found) == 1 else None
