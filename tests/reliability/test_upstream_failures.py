@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 from launch_gateway.testing.local_launch import Faults
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import RawUpstream, StackFactory, collect
+from tests.edge.conftest import OffsetClock
 from tests.ops.conftest import http_get
 
 ENDPOINT = {"id": "end_1", "name": "echo", "endpoint_type": "sync", "status": "READY"}
@@ -118,6 +119,32 @@ async def test_the_breaker_opens_fails_fast_and_readiness_reports_it(
     ready = await http_get(stack, "/readyz")
     assert ready[0] == 503
     assert "upstream: circuit open" in ready[1]
+
+
+async def test_an_open_breaker_says_when_to_retry_and_one_probe_closes_it(
+    make_stack: StackFactory, raw_upstream: RawUpstream
+) -> None:
+    clock = OffsetClock()
+    script = Script(v1_sync_tasks=[status(503), status(503), ok(SUCCESS)])
+    url = await raw_upstream(script.handle)
+    settings = {"upstream": {"url": url, "breaker_failures": 2, "breaker_cooldown": 60}}
+    stack = await make_stack(settings=settings, clock=clock)
+    for _ in range(2):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stack.stub.Predict(ECHO, timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.Predict(ECHO, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    refusal = rpc_status.from_call(caught.value)
+    assert refusal is not None
+    retry = error_details_pb2.RetryInfo()
+    assert any(detail.Unpack(retry) for detail in refusal.details)
+    assert 59 < retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9 <= 60  # the rest of the cooldown
+    assert dict(caught.value.trailing_metadata() or ())["retry-after"] == "60"
+    clock.offset += 61  # the cooldown is over: the next call is the probe, and it succeeds
+    assert (await stack.stub.Predict(ECHO, timeout=10)).response.status == pb.TASK_STATUS_SUCCESS
+    assert (await stack.stub.Predict(ECHO, timeout=10)).response.status == pb.TASK_STATUS_SUCCESS
+    assert script.hits["v1_sync_tasks"] == 4  # closed again: calls go through
 
 
 @pytest.mark.parametrize(
