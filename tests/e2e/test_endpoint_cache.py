@@ -16,7 +16,7 @@ from aiohttp import web
 
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import RawUpstream, Stack, StackFactory, collect, upstream_calls
-from tests.edge.conftest import OffsetClock
+from tests.fake_clock import OffsetClock
 
 REQUEST = pb.EndpointRequest(args_json="{}")
 KIND = {"Predict": "sync", "SubmitAsync": "async", "StreamPredict": "streaming"}

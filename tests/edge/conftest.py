@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -39,22 +37,6 @@ ENV = {"TEAM_A_LAUNCH_KEY": LAUNCH_KEY_A, "LAUNCH_GATEWAY_HANDLE_SECRETS": HANDL
 
 def bearer(key: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {key}"),)
-
-
-class OffsetClock:
-    """Real time plus an offset the test can push forward: limits recover without sleeping."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> float:
-        return time.monotonic() + self.offset
-
-    def wall(self) -> float:
-        return time.time() + self.offset
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 @pytest.fixture

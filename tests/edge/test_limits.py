@@ -15,7 +15,8 @@ from grpc_status import rpc_status
 from launch_gateway.testing.local_launch import EndpointSpec
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Stack, StackFactory
-from tests.edge.conftest import ENV, KEY_A, KEY_B, LAUNCH_KEY_A, OffsetClock, bearer, tenants
+from tests.edge.conftest import ENV, KEY_A, KEY_B, LAUNCH_KEY_A, bearer, tenants
+from tests.fake_clock import OffsetClock
 from tests.waiting import wait_for
 
 ECHO = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))

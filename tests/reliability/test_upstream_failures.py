@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 from launch_gateway.testing.local_launch import Faults
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import RawUpstream, StackFactory, collect
-from tests.edge.conftest import OffsetClock
+from tests.fake_clock import OffsetClock
 from tests.ops.conftest import http_get
 
 ENDPOINT = {"id": "end_1", "name": "echo", "endpoint_type": "sync", "status": "READY"}
