@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from yarl import URL
 
+from launch_gateway.server.access.callbacks import parse_callback_url
+from launch_gateway.server.errors import InvalidArgument
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import RawUpstream, StackFactory
 from tests.edge.conftest import ENV, KEY_A, KEY_B, LAUNCH_KEY_A, bearer, tenants
@@ -228,3 +234,26 @@ async def test_plain_callback_urls_to_public_hosts_are_accepted(
 ) -> None:
     code, details = await submit_code(make_stack, fake_dns, url)
     assert code == grpc.StatusCode.OK, details
+
+
+# URLs built from the pieces parsers disagree on; whatever the fence accepts, other parsers read alike.
+_PIECES = st.sampled_from(
+    [
+        *("hooks", "Ex", ".test", "a1", "/cb", "?q=1", ":8443", "0", "9", "-", ".", ":", "/", "?", "#", "@"),
+        *("\\", "%", "%2e", "[", "]", "[::1]", "0x7f", "1.2.3.4", " "),
+    ]
+)
+_SCHEMES = st.sampled_from(["https://", "http://", "HTTPS://", "https:/", "https:///"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(scheme=_SCHEMES, rest=st.lists(_PIECES, max_size=8))
+def test_a_url_the_fence_accepts_has_the_same_host_and_port_for_other_parsers(scheme: str, rest: list[str]) -> None:
+    url = scheme + "".join(rest)
+    try:
+        target = parse_callback_url(url)
+    except InvalidArgument:  # refused: nothing to agree on
+        return
+    split, parsed = urlsplit(url), URL(url)
+    assert (split.hostname, split.port or {"https": 443, "http": 80}[target.scheme]) == (target.host, target.port)
+    assert (parsed.host, parsed.port) == (target.host, target.port)
