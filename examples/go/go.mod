@@ -1,0 +1,3 @@
+module github.com/your-org/your-service
+
+go 1.19
