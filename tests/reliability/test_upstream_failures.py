@@ -81,6 +81,25 @@ async def test_retry_attempts_bounds_the_tries_of_a_poll(
     assert script.hits["v1_async_task"] == attempts  # 1: no retries
 
 
+async def test_a_poll_is_not_retried_once_its_time_is_used_up(
+    make_stack: StackFactory, raw_upstream: RawUpstream
+) -> None:
+    clock = OffsetClock()
+    script = Script(v1_async_task=[status(503)])
+
+    async def slow_503(request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/v1/async-tasks/"):
+            clock.offset += 60  # this answer took a minute: more than the whole call had
+        return await script.handle(request)
+
+    url = await raw_upstream(slow_503)
+    stack = await make_stack(settings={"upstream": {"url": url, "retry_attempts": 3}}, clock=clock)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.GetAsyncTask(pb.GetAsyncTaskRequest(task_id="t"), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE  # the 503 itself, not a timeout
+    assert script.hits["v1_async_task"] == 1  # no second attempt without time for it
+
+
 async def test_submit_is_not_retried_after_the_request_was_sent(
     make_stack: StackFactory, raw_upstream: RawUpstream
 ) -> None:
