@@ -31,7 +31,7 @@ from tests.conformance import venv
 
 HERE = Path(__file__).resolve().parent
 APP_SCRIPT = HERE / "model_engine_app.py"
-LOG = venv.CACHE / "model-engine.log"
+LOG = venv.LOCAL / "model-engine.log"
 STARTUP_SECONDS = 600.0  # importing model-engine takes a minute or more on a busy 2-core machine
 
 # model-engine's fake auth takes any Basic user name as user and team; its endpoint records
@@ -85,7 +85,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def model_engine_env() -> dict[str, str]:
     """What model-engine's modules read at import: GIT_TAG, WORKSPACE and dummy AWS files."""
-    aws = venv.CACHE / "aws"
+    aws = venv.LOCAL / "aws"
     aws.mkdir(parents=True, exist_ok=True)
     (aws / "config").write_text("[default]\nregion = us-west-2\n")
     (aws / "credentials").write_text("[default]\naws_access_key_id = x\naws_secret_access_key = x\n")
@@ -96,7 +96,7 @@ def model_engine_env() -> dict[str, str]:
         "WORKSPACE": str(venv.model_engine_source()),
         "AWS_CONFIG_FILE": str(aws / "config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"),
-        "PYTHONPYCACHEPREFIX": str(venv.CACHE / "pycache"),  # compiled once, and the checkout stays clean
+        "PYTHONPYCACHEPREFIX": str(venv.cache_dir() / "pycache"),  # compiled once, and the checkout stays clean
     }
 
 

@@ -1,9 +1,12 @@
 """The conformance virtual environment: model-engine's pinned requirements in a venv of their own.
 
 model-engine pins ~200 packages (its `model-engine/requirements.txt`) that clash with ours, so they
-live in `.conformance/venv`, built once and reused while a stamp file holds the hash of what went in
-(the requirements, our additions, the interpreter's version). `python -m tests.conformance.venv`
-builds or checks it and prints its Python; the conformance tests call `ensure` too. Stdlib only.
+live in a venv of their own, built once per hash of what goes in (the requirements, our additions,
+the interpreter's version) under a machine-wide cache, `CONFORMANCE_CACHE` (default
+`~/.cache/launch-gateway/conformance`): every clone on the machine, CI's fresh one included, reuses
+it. A stamp file marks a finished build; a lock keeps two builds of one venv apart.
+`python -m tests.conformance.venv` builds or checks it and prints its Python; the conformance tests
+call `ensure` too. Stdlib only.
 
 Where model-engine's source is: `MODEL_ENGINE_SRC` (a checkout of scaleapi/llm-engine), else
 `../shared/vendor/llm-engine` beside the repository, else `/work/shared/vendor/llm-engine`.
@@ -11,19 +14,20 @@ Where model-engine's source is: `MODEL_ENGINE_SRC` (a checkout of scaleapi/llm-e
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CACHE = REPO / ".conformance"
-VENV = CACHE / "venv"
-STAMP = VENV / ".conformance-stamp"
+LOCAL = REPO / ".conformance"  # this clone's logs and scratch files (git-ignored)
+STAMP_NAME = ".conformance-stamp"
 RECIPE = 1  # bump when the way the venv is built changes
 
 DEFAULT_SOURCES = (REPO.parent / "shared" / "vendor" / "llm-engine", Path("/work/shared/vendor/llm-engine"))
@@ -101,34 +105,47 @@ def fingerprint(python: str, wanted: list[str]) -> str:
     return hashlib.sha256((f"{RECIPE}\n{version}\n" + "\n".join(wanted)).encode()).hexdigest()
 
 
-def venv_python() -> Path:
-    return VENV / "bin" / "python"
+def cache_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Where venvs (and model-engine's compiled modules) are kept, shared by every clone."""
+    given = env.get("CONFORMANCE_CACHE")
+    return Path(given).expanduser() if given else Path.home() / ".cache" / "launch-gateway" / "conformance"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def ensure(env: Mapping[str, str] = os.environ, quiet: bool = False) -> Path:
-    """Build the venv unless its stamp matches; returns its Python."""
+    """Build the venv for the current source and interpreter unless it is built; returns its Python."""
     source = model_engine_source(env)
     wanted = requirements(source)
     python = base_python(env)
     stamp = fingerprint(python, wanted)
-    if STAMP.is_file() and STAMP.read_text().strip() == stamp and venv_python().exists():
-        return venv_python()
-    say = (lambda _: None) if quiet else (lambda line: print(line, flush=True))
-    say(f"conformance: building {VENV} with {python} for {source} (a few minutes, once)")
-    shutil.rmtree(VENV, ignore_errors=True)
-    CACHE.mkdir(exist_ok=True)
-    listed = CACHE / "requirements.txt"
-    listed.write_text("\n".join(wanted) + "\n")
-    steps = [
-        [python, "-m", "venv", str(VENV)],
-        [str(venv_python()), "-m", "pip", "install", "--quiet", "--no-deps", "-r", str(listed)],
-    ]
-    for step in steps:
-        if subprocess.run(step).returncode != 0:
-            raise ConformanceSetupError(f"failed: {' '.join(step)}")
-    STAMP.write_text(stamp + "\n")
-    say("conformance: venv ready")
-    return venv_python()
+    venv = cache_dir(env) / f"venv-{stamp[:16]}"
+    venv_python = venv / "bin" / "python"
+    with _locked(venv.with_suffix(".lock")):
+        if (venv / STAMP_NAME).is_file() and (venv / STAMP_NAME).read_text().strip() == stamp:
+            return venv_python
+        say = (lambda _: None) if quiet else (lambda line: print(line, flush=True))
+        say(f"conformance: building {venv} with {python} for {source} (a few minutes, once)")
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.mkdir(parents=True)
+        listed = venv / "requirements.txt"
+        listed.write_text("\n".join(wanted) + "\n")
+        steps = [
+            [python, "-m", "venv", str(venv)],
+            [str(venv_python), "-m", "pip", "install", "--quiet", "--no-deps", "-r", str(listed)],
+        ]
+        for step in steps:
+            if subprocess.run(step).returncode != 0:
+                raise ConformanceSetupError(f"failed: {' '.join(step)}")
+        (venv / STAMP_NAME).write_text(stamp + "\n")
+        say("conformance: venv ready")
+    return venv_python
 
 
 def main() -> int:
