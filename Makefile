@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto proto-check unit e2e system-deps node-deps clean soak bench lock
+.PHONY: demo test lint proto proto-check unit e2e system-deps node-deps clean soak bench lock conformance
 
 # Exact versions come from constraints.txt (pyproject.toml holds the ranges), so every clone installs the same.
 $(STAMP): pyproject.toml constraints.txt
@@ -66,6 +66,12 @@ bench: $(STAMP) system-deps
 ## soak: 3 minutes of mixed traffic through a gateway in front of a failing local Launch server; checks invariants
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak --seconds 180 --concurrency 32
+
+## conformance: the end-to-end tests against model-engine's real app, in a venv of its own (docs/conformance.md);
+## MODEL_ENGINE_SRC=<an llm-engine checkout>, default the vendored copy beside the repository
+conformance: $(STAMP)
+	MODEL_ENGINE_SRC='$(MODEL_ENGINE_SRC)' $(BIN)/python -m tests.conformance.venv
+	MODEL_ENGINE_SRC='$(MODEL_ENGINE_SRC)' $(BIN)/pytest tests/conformance
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
