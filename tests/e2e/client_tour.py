@@ -23,6 +23,7 @@ import asyncio
 import json
 import re
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,10 +79,18 @@ def bearer(key: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {key}"),)
 
 
-async def spend_the_limited_call(stack: Stack) -> None:
-    """Take the tour tenant's one LIMITED call, so that the client's is refused."""
+async def spend_the_limited_call(stack: Stack) -> float:
+    """Take the tour tenant's one LIMITED call, so that the client's is refused; when it was taken."""
     request = pb.PredictRequest(endpoint_name=LIMITED, request=pb.EndpointRequest(args_json="{}"))
+    spent = time.monotonic()
     await stack.stub.Predict(request, timeout=10, metadata=bearer(TOUR_KEY))
+    return spent
+
+
+def check_retry_delay(refusal: Refusal, spent: float) -> None:
+    """One RetryInfo: the rest of the 100 s the spent call's token takes to come back."""
+    (delay,) = refusal.retry_delays
+    assert 100 - (time.monotonic() - spent) <= delay <= 100, delay
 
 
 @dataclass

@@ -26,6 +26,7 @@ from tests.e2e.client_tour import (
     STALE_KEY,
     TOUR_KEY,
     build,
+    check_retry_delay,
     check_tour,
     doc_block,
     parse_refusal,
@@ -123,14 +124,13 @@ def test_the_docs_buf_config_generates_stubs_the_example_builds_with(tmp_path: P
 
 async def test_go_example_makes_every_call_with_its_tenant_key(go_client: Path, make_stack: StackFactory) -> None:
     stack = await tour_stack(make_stack)
-    await spend_the_limited_call(stack)
+    spent = await spend_the_limited_call(stack)
     code, out, err = await run(str(go_client), "-key", TOUR_KEY, "-refuse", LIMITED, stack.gateway.address)
     assert code == 0, out + err
     refusal = await check_tour(stack, out, "go")
     assert (refusal.step, refusal.code) == ("refused", "resourceexhausted"), out
     assert f"on endpoint '{LIMITED}'" in refusal.message
-    (delay,) = refusal.retry_delays
-    assert 90 < delay <= 100  # one call per 100 s, spent just before
+    check_retry_delay(refusal, spent)
 
 
 async def test_go_example_reads_error_info_when_launch_refuses_the_key(
