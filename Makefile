@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto proto-check unit e2e system-deps node-deps clean soak bench lock conformance
+.PHONY: demo test lint proto proto-check proto-baseline unit e2e system-deps node-deps clean soak bench lock conformance
 
 # Exact versions come from constraints.txt (pyproject.toml holds the ranges), so every clone installs the same.
 $(STAMP): pyproject.toml constraints.txt
@@ -51,6 +51,12 @@ lint: $(STAMP) node-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	cd protos && ../node_modules/.bin/buf lint
+	cd protos && ../node_modules/.bin/buf breaking --against baseline.yaml
+
+## proto-baseline: at a release, record the contract as released (protos/baseline.yaml); `make lint` then
+## refuses every edit that would break a client built against it (buf.yaml's breaking rules, FILE)
+proto-baseline: node-deps
+	cd protos && ../node_modules/.bin/buf build --exclude-source-info -o baseline.yaml
 
 ## proto: regenerate launch_gateway/v1 from protos/
 proto: $(STAMP)

@@ -1,4 +1,4 @@
-"""Independent clients and project checks: grpcurl through reflection, the generated code, buf lint."""
+"""Independent clients and project checks: grpcurl through reflection, the generated code, buf lint and breaking."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import shutil
 import sys
 from pathlib import Path
+
+import pytest
 
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Stack, StackFactory
@@ -74,6 +76,55 @@ async def test_buf_lint_passes_on_the_protos() -> None:
     assert buf.exists(), "buf comes from npm: run `npm ci` (make test does)"
     code, out, err = await run(str(buf), "lint", "protos")
     assert code == 0, out + err
+
+
+def breaking_command() -> str:
+    """`make lint`'s buf breaking line, as the Makefile has it."""
+    lint = (ROOT / "Makefile").read_text().split("\nlint:", 1)[1].split("\n\n", 1)[0]
+    (line,) = [line.strip() for line in lint.splitlines() if "buf breaking" in line]
+    return line
+
+
+# Edits to the contract, each of a line that occurs once in it: (line, what it becomes).
+RENUMBERED = ("  string password = 2;", "  string password = 3;")
+RETYPED = ("  bool return_pickled = 7;", "  string return_pickled = 7;")
+REMOVED_RPC = ("  rpc GetEndpoint(GetEndpointRequest) returns (GetEndpointResponse);", "")
+ADDED_FIELD = ("  string password = 2;", "  string password = 2;\n  string realm = 3;")
+
+
+@pytest.mark.parametrize(
+    ("edit", "refused"),
+    [
+        pytest.param(RENUMBERED, 'Previously present field "2" with name "password"', id="renumbered-field"),
+        pytest.param(RETYPED, 'with name "return_pickled" on message "EndpointRequest" changed type', id="retyped"),
+        pytest.param(REMOVED_RPC, 'Previously present RPC "GetEndpoint"', id="removed-rpc"),
+        pytest.param(ADDED_FIELD, None, id="added-field"),
+        pytest.param(None, None, id="unchanged"),
+    ],
+)  # fmt: skip
+async def test_make_lint_refuses_an_incompatible_edit_to_the_released_contract(
+    edit: tuple[str, str] | None, refused: str | None, tmp_path: Path
+) -> None:
+    """`make lint`'s own buf breaking command, run on a copy of protos/ with one edit, against the committed
+    baseline (the contract as released): offline, so it works in any clone however shallow."""
+    shutil.copytree(ROOT / "protos", tmp_path / "protos")
+    (tmp_path / "node_modules").symlink_to(ROOT / "node_modules")
+    if edit is not None:
+        proto = tmp_path / "protos/launch_gateway/v1/endpoint_service.proto"
+        line, replacement = edit
+        text = proto.read_text()
+        assert text.count(line + "\n") == 1, f"the contract no longer has {line.strip()!r} once"
+        proto.write_text(text.replace(line + "\n", replacement + "\n" if replacement else ""))
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-e", "-c", breaking_command(), cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out = (await asyncio.wait_for(process.communicate(), 60))[0].decode()
+    if refused is None:
+        assert process.returncode == 0, out
+    else:
+        assert process.returncode != 0, f"buf breaking let the edit through:\n{out}"
+        assert refused in out, out
 
 
 async def test_reflection_can_be_turned_off(make_stack: StackFactory) -> None:
