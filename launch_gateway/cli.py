@@ -35,13 +35,18 @@ def run(main: Coroutine[Any, Any, int]) -> int:
         return runner.run(main)
 
 
-async def until_signalled(stop: Callable[[], Awaitable[None]]) -> None:
-    """Wait for SIGINT or SIGTERM, then run `stop`."""
+async def until_signalled(stop: Callable[[], Awaitable[None]], announce: Callable[[], None] = lambda: None) -> None:
+    """Wait for SIGINT or SIGTERM, then run `stop`.
+
+    `announce` runs once the handlers are in place: whoever reads the listening line it prints may
+    signal at once, and the process must drain rather than die of the default handler.
+    """
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     try:
+        announce()
         await stopping.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -72,14 +77,14 @@ async def serve(settings: Settings, config_path: str | None) -> int:
     gateway = GatewayServer(settings, env=os.environ, config_path=config_path)
     await gateway.start()
     tenants = len(settings.tenants)
-    who = f"{tenants} tenants" if tenants else "open mode"
+    who = f"{tenants} tenant{'s' if tenants != 1 else ''}" if tenants else "open mode"
     metrics = f"; metrics on {gateway.ops.url}/metrics" if gateway.ops else ""
-    print(f"launch-gateway listening on {gateway.address} -> {settings.upstream.url} ({who}){metrics}", flush=True)
+    line = f"launch-gateway listening on {gateway.address} -> {settings.upstream.url} ({who}){metrics}"
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, gateway.reload)
     flusher = asyncio.create_task(flush_logs_periodically())
     try:
-        await until_signalled(gateway.stop)
+        await until_signalled(gateway.stop, announce=lambda: print(line, flush=True))
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         flusher.cancel()
@@ -109,12 +114,15 @@ async def local_launch(args: argparse.Namespace) -> int:
         faults=faults,
     )
     await server.start()
-    print(f"local Launch server listening on {server.url}", flush=True)
-    for line in describe_endpoints(server):
-        print(f"  {line}", flush=True)
-    if faults.active:
-        print(f"faults: {faults.describe()}", flush=True)
-    await until_signalled(server.stop)
+
+    def announce() -> None:
+        print(f"local Launch server listening on {server.url}", flush=True)
+        for line in describe_endpoints(server):
+            print(f"  {line}", flush=True)
+        if faults.active:
+            print(f"faults: {faults.describe()}", flush=True)
+
+    await until_signalled(server.stop, announce)
     return 0
 
 

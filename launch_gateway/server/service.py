@@ -115,12 +115,21 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
 
     # --- per-call plumbing ---------------------------------------------------------------
 
+    def _usable(self, remaining: float) -> float:
+        """Of the seconds the caller's deadline leaves, those we may spend and still answer in time.
+
+        Besides `deadline_margin`, 1 % is kept back: grpc-core sends a timeout rounded up to at most
+        three significant digits (a 12 s deadline arrives as 12.1 s), so the server sees up to 1 %
+        more time than the caller has.
+        """
+        return remaining * 0.99 - self._timeouts.deadline_margin
+
     def _budget(self, context: Context, default: float) -> float:
         """Seconds an upstream request may take: the default, cut to the caller's deadline."""
         remaining = context.time_remaining()
         if remaining is None:
             return default
-        budget = min(default, remaining - self._timeouts.deadline_margin)
+        budget = min(default, self._usable(remaining))
         if budget <= 0:
             raise UpstreamTimeout("the call's deadline leaves no time for the upstream request")
         return budget
@@ -275,7 +284,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                 wait = min(wait, requested)
         remaining = context.time_remaining()
         if remaining is not None:
-            wait = min(wait, remaining - self._timeouts.deadline_margin)
+            wait = min(wait, self._usable(remaining))
         async with self._admit(context, self._timeouts.poll, task_id=request.task_id) as scope:
             assert scope.task is not None
             self.telemetry.metrics.waits.inc()
