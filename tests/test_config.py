@@ -129,7 +129,10 @@ async def test_the_upstream_client_takes_its_defaults_from_the_settings() -> Non
     await api.start()
     try:
         assert api.session.connector is not None
-        assert api.session.connector.limit == settings.upstream.max_connections == 1024
+        upstream = settings.upstream
+        shares = (upstream.max_connections, upstream.max_stream_connections, upstream.max_lookup_connections)
+        assert shares == (1024, 256, 32)
+        assert api.session.connector.limit == sum(shares) + 1  # and one for the readiness probe
     finally:
         await api.close()
 

@@ -29,6 +29,7 @@ else that escapes a handler is a bug and becomes INTERNAL there. Callers test th
     ├── Unavailable                 UNAVAILABLE: clients retry this at once, on this replica or another
     │   ├── UpstreamUnavailable     the upstream could not be reached or is down (HTTP 502, 503)
     │   │   └── ConnectFailed       no connection: the request was never sent, so any call may retry
+    │   ├── PoolFull                the gateway's own share of upstream connections is in use: not the upstream's fault
     │   └── ShuttingDown            the gateway is draining
     └── Unauthenticated             UNAUTHENTICATED: no credential, or one the upstream refused
 
@@ -179,6 +180,11 @@ class UpstreamUnavailable(Unavailable):
 
 class ConnectFailed(UpstreamUnavailable):
     """The connection could not be made: nothing reached the upstream."""
+
+
+class PoolFull(Unavailable):
+    """Every connection of one of the gateway's upstream shares is in use: our limit, so the breaker
+    does not count it, and nothing was sent."""
 
 
 class ShuttingDown(Unavailable):

@@ -61,7 +61,10 @@ class UpstreamSettings:
     auth: Literal["service", "forward"] = "service"
     api_key_env: str = "LAUNCH_API_KEY"
     endpoint_cache_ttl: float = 15.0  # seconds a name -> endpoint lookup is reused
-    max_connections: int = 1024  # pooled keep-alive connections to the upstream; each open stream holds one
+    # The upstream connection pool, in shares that cannot take each other's connections:
+    max_connections: int = 1024  # unary calls (Predict, SubmitAsync, task polls)
+    max_stream_connections: int = 256  # open streams, one each for as long as it lasts
+    max_lookup_connections: int = 32  # endpoint lookups (the readiness probe has one more of its own)
     connect_timeout: float = 5.0
     ca_file: str = ""  # PEM bundle to verify the upstream's TLS certificate; default: the system's
     max_body_bytes: int = 16 * 1024 * 1024  # larger upstream answers are refused (RESOURCE_EXHAUSTED)
@@ -304,6 +307,7 @@ def _tenants(tables: Any, problems: _Problems) -> tuple[Tenant, ...]:
 _POSITIVE = (  # settings that must be greater than 0
     "server.grace_period", "server.workers", "server.max_receive_message_bytes", "server.max_send_message_bytes",
     "server.keepalive_time", "server.keepalive_timeout", "upstream.endpoint_cache_ttl", "upstream.max_connections",
+    "upstream.max_stream_connections", "upstream.max_lookup_connections",
     "upstream.connect_timeout", "upstream.max_body_bytes", "upstream.retry_attempts", "timeouts.sync",
     "timeouts.submit", "timeouts.poll", "timeouts.stream_idle", "timeouts.max_wait", "auth.reload_interval",
     "metrics.readiness_interval", "poll.initial", "poll.max", "callbacks.lookup_timeout",

@@ -257,19 +257,21 @@ async def test_a_broken_stream_keeps_what_was_relayed_then_ends_precisely(
 
 
 async def test_a_full_connection_pool_fails_a_call_instead_of_queueing_for_ever(make_stack: StackFactory) -> None:
-    stack = await make_stack(settings={"upstream": {"max_connections": 1, "connect_timeout": 0.3}})
+    stack = await make_stack(settings={"upstream": {"max_stream_connections": 1, "connect_timeout": 0.3}})
     endless = pb.StreamPredictRequest(
         endpoint_name="count", request=pb.EndpointRequest(args_json='{"n": 100000, "interval": 0.05}')
     )
     holder = stack.stub.StreamPredict(endless, timeout=30)
-    await holder.read()  # this stream holds the only upstream connection
+    await holder.read()  # this stream holds the only upstream connection for streams
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stack.stub.Predict(ECHO, timeout=10)
+        await stack.stub.StreamPredict(endless, timeout=10).read()
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "all upstream.max_connections are busy" in (caught.value.details() or "")
+    assert "all upstream.max_stream_connections (1) are in use" in (caught.value.details() or "")
     holder.cancel()
     await stack.launch.wait_for_record(lambda r: r.path == "/v1/streaming-tasks" and r.outcome == "disconnected")
-    assert (await stack.stub.Predict(ECHO, timeout=10)).response.status == pb.TASK_STATUS_SUCCESS
+    again = stack.stub.StreamPredict(endless, timeout=10)
+    assert (await again.read()).response.status == pb.TASK_STATUS_SUCCESS
+    again.cancel()
 
 
 def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:

@@ -27,6 +27,9 @@ HASH_PREFIX = "sha256:"
 SUBJECT_TYPES = ("dns", "uri", "email", "ip", "cn")
 DEFAULT_SUBJECT_TYPES = ("dns",)
 Subject = tuple[str, str]  # (type, name): ("dns", "svc.example.com")
+# Open streams a tenant may hold when its table sets no max_streams: each holds an upstream connection
+# (of upstream.max_stream_connections) for as long as it lasts, so "unlimited" lets one tenant take them all.
+DEFAULT_MAX_STREAMS = 64
 
 
 def _subject_key(kind: str, name: str) -> Subject:
@@ -62,7 +65,7 @@ class Tenant:
     rate: Rate | None = None  # for all of the tenant's calls
     endpoint_rates: Mapping[str, Rate] = field(default_factory=dict)  # by endpoint name or pattern
     max_unary: int = 0  # concurrent unary calls; 0: no cap
-    max_streams: int = 0
+    max_streams: int = DEFAULT_MAX_STREAMS  # 0: no cap (upstream.max_stream_connections still bounds them all)
     max_waits: int = 0
     callbacks: CallbackPolicy = CallbackPolicy()
 

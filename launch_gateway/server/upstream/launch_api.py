@@ -8,7 +8,9 @@ Retries happen only where repeating is safe: lookups and task polls (GETs) are r
 connection failures and 502/503/504; the task routes (POSTs) only when the connection could not be
 made at all, so nothing was sent and no task can be submitted twice. Backoff is jittered
 exponential (Envoy's 25 ms base, 250 ms cap) and every retry fits inside the call's time budget.
-A circuit breaker (`launch_gateway.server.upstream.breaker`) sees every attempt's outcome.
+A circuit breaker (`launch_gateway.server.upstream.breaker`) sees every attempt's outcome, but not a
+full share of the pool (`launch_gateway.server.upstream.shares`): streams, unary calls, lookups and the
+readiness probe each have their own, so none of them can starve the others.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from launch_gateway.server.errors import (
     ConnectFailed,
     EventTooLarge,
     GatewayError,
+    PoolFull,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamTooLarge,
@@ -39,6 +42,7 @@ from launch_gateway.server.errors import (
 )
 from launch_gateway.server.settings import UpstreamSettings
 from launch_gateway.server.upstream.breaker import CircuitBreaker
+from launch_gateway.server.upstream.shares import ConnectionShare
 from launch_gateway.server.upstream.sse import SSEParser
 
 PROBE_NAME = "launch-gateway-readiness-probe"  # the endpoint name readiness probes look up
@@ -73,8 +77,7 @@ def _transport_errors(method: str, route: str, timeout: float) -> Iterator[None]
         raise
     except aiohttp.ConnectionTimeoutError as exc:
         raise ConnectFailed(
-            f"{where}: no connection within the connect timeout (the upstream does not accept connections, "
-            "or all upstream.max_connections are busy)"
+            f"{where}: no connection within the connect timeout (the upstream does not accept connections)"
         ) from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout(f"{where}: no answer within {timeout:.3g} s") from exc
@@ -160,7 +163,12 @@ class LaunchAPI:
         self._max_body = settings.max_body_bytes
         self._rng = rng or random.Random()
         self._base = settings.url.rstrip("/")
-        self._max_connections = settings.max_connections
+        self._calls = ConnectionShare("upstream.max_connections", settings.max_connections, "other calls")
+        streams = settings.max_stream_connections
+        self._streams = ConnectionShare("upstream.max_stream_connections", streams, "open streams")
+        lookups = settings.max_lookup_connections
+        self._lookups = ConnectionShare("upstream.max_lookup_connections", lookups, "other lookups")
+        self._probes = ConnectionShare("readiness probe connections", 1, "another probe")
         self._connect_timeout = settings.connect_timeout
         self._ssl: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=settings.ca_file) if settings.ca_file else True
@@ -169,9 +177,9 @@ class LaunchAPI:
         self._urls: dict[tuple[str, ...], URL] = {}
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections, ssl=self._ssl, keepalive_timeout=30, enable_cleanup_closed=False
-        )
+        # Sized to the shares' sum: each share bounds its own, so the connector never makes one kind wait for another.
+        limit = sum(share.size for share in (self._calls, self._streams, self._lookups, self._probes))
+        connector = aiohttp.TCPConnector(limit=limit, ssl=self._ssl, keepalive_timeout=30, enable_cleanup_closed=False)
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers={"User-Agent": "launch-gateway"},
@@ -191,8 +199,7 @@ class LaunchAPI:
         return self._session
 
     def _timeout(self, total: float | None, sock_read: float | None = None) -> aiohttp.ClientTimeout:
-        # `connect` bounds the wait for a pooled connection as well as connecting: with every one of
-        # `max_connections` busy (each open stream holds one), a call fails instead of queueing for ever.
+        # `connect` bounds connecting (and the connector's own queue, which the shares keep empty).
         connect = self._connect_timeout if total is None else min(self._connect_timeout, total)
         return aiohttp.ClientTimeout(total=total, connect=connect, sock_read=sock_read)
 
@@ -215,6 +222,9 @@ class LaunchAPI:
             self.breaker.before_call()
             try:
                 result = await send(deadline - self._clock.now())
+            except PoolFull:
+                self.breaker.abandoned()  # our own limit, no verdict on the upstream; waiting again would not help
+                raise
             except GatewayError as exc:
                 if is_upstream_failure(exc):
                     self.breaker.failed()
@@ -273,25 +283,30 @@ class LaunchAPI:
         body: bytes | None = None,
         template: str | None = None,
         idempotent: bool = False,
+        share: ConnectionShare | None = None,
     ) -> Any:
-        """One JSON request, retried as `may_retry` allows within `call.timeout` in all."""
+        """One JSON request on a connection of `share` (unary calls' by default), retried as `may_retry`
+        allows within `call.timeout` in all."""
         where = f"upstream {method} {route}"
 
         async def send(budget: float) -> Any:
             if budget <= 0:
                 raise UpstreamTimeout(f"{where}: no time left for another attempt")
-            with self._exchange(method, route, template or route, budget) as outcome:
-                async with self.session.request(
-                    method,
-                    self._url(route, params),
-                    data=body,
-                    headers=call.request_headers(_JSON_HEADERS),
-                    timeout=self._timeout(budget),
-                ) as response:
-                    outcome.status = response.status
-                    raw = await self._read(response, where)
-                    raise_for_status(method, route, response, raw)
-                    content_type = response.content_type
+            asked = self._clock.now()
+            async with (share or self._calls).slot(min(self._connect_timeout, budget), where):
+                budget -= self._clock.now() - asked
+                with self._exchange(method, route, template or route, budget) as outcome:
+                    async with self.session.request(
+                        method,
+                        self._url(route, params),
+                        data=body,
+                        headers=call.request_headers(_JSON_HEADERS),
+                        timeout=self._timeout(budget),
+                    ) as response:
+                        outcome.status = response.status
+                        raw = await self._read(response, where)
+                        raise_for_status(method, route, response, raw)
+                        content_type = response.content_type
             try:
                 return json.loads(raw)
             except ValueError as exc:
@@ -302,20 +317,25 @@ class LaunchAPI:
     async def probe(self, within: float, authorization: str | None = None) -> bool:
         """Whether the upstream answers HTTP at all (below 500): readiness, not correctness."""
         try:
-            async with self.session.get(
-                self._base + "/v1/model-endpoints",
-                params={"name": PROBE_NAME},
-                headers={"Authorization": authorization} if authorization else None,
-                timeout=self._timeout(within),
-            ) as response:
+            async with (
+                self._probes.slot(within, "the readiness probe"),
+                self.session.get(
+                    self._base + "/v1/model-endpoints",
+                    params={"name": PROBE_NAME},
+                    headers={"Authorization": authorization} if authorization else None,
+                    timeout=self._timeout(within),
+                ) as response,
+            ):
                 await response.read()
                 return response.status < 500
-        except (aiohttp.ClientError, OSError, TimeoutError):
+        except (aiohttp.ClientError, OSError, TimeoutError, PoolFull):
             return False
 
     async def find_endpoint(self, name: str, call: UpstreamCall) -> Mapping[str, Any] | None:
         """The record of the endpoint called `name`, or None (Launch answers an empty list)."""
-        payload = await self._json("GET", "/v1/model-endpoints", call, params={"name": name}, idempotent=True)
+        payload = await self._json(
+            "GET", "/v1/model-endpoints", call, params={"name": name}, idempotent=True, share=self._lookups
+        )
         endpoints = payload.get("model_endpoints") if isinstance(payload, dict) else None
         if not isinstance(endpoints, list):
             raise UpstreamProtocolError("upstream GET /v1/model-endpoints answered without a model_endpoints list")
@@ -351,41 +371,44 @@ class LaunchAPI:
 
         `call.timeout` is the longest quiet time allowed between two reads, not a total (opening the
         stream, retries included, is one such wait). A stream that ends inside an event was cut off
-        and raises UNAVAILABLE after the complete events.
+        and raises UNAVAILABLE after the complete events. The stream holds a connection of its own
+        share from start to end.
         """
         route = "/v1/streaming-tasks"
 
         async def send(_budget: float) -> aiohttp.ClientResponse:
             return await self._open_stream(route, endpoint_id, body, call)
 
-        response = await self._attempts(call, False, send)
-        with _transport_errors("POST", route, call.timeout):
-            async with response:
-                if response.content_type != "text/event-stream":
-                    raise UpstreamProtocolError(
-                        f"upstream POST {route} answered {response.content_type or 'no content type'}, "
-                        "not text/event-stream"
-                    )
-                parser = SSEParser()
-                content = response.content
-                try:
-                    while chunk := await content.readany():
-                        for data in parser.feed(chunk):
+        # The share is held for the stream's life: it is what bounds open streams, and a full one is no failure.
+        async with self._streams.slot(self._connect_timeout, f"upstream POST {route}"):
+            response = await self._attempts(call, False, send)
+            with _transport_errors("POST", route, call.timeout):
+                async with response:
+                    if response.content_type != "text/event-stream":
+                        raise UpstreamProtocolError(
+                            f"upstream POST {route} answered {response.content_type or 'no content type'}, "
+                            "not text/event-stream"
+                        )
+                    parser = SSEParser()
+                    content = response.content
+                    try:
+                        while chunk := await content.readany():
+                            for data in parser.feed(chunk):
+                                yield data
+                    except aiohttp.ClientPayloadError as exc:
+                        # The connection was cut. aiohttp raises that before handing over what it had already
+                        # buffered, so take those bytes first: complete events sent before the cut stand.
+                        # (`_read_nowait` is private; aiohttp is pinned and a test covers this.)
+                        for data in parser.feed(content._read_nowait(-1)):
                             yield data
-                except aiohttp.ClientPayloadError as exc:
-                    # The connection was cut. aiohttp raises that before handing over what it had already
-                    # buffered, so take those bytes first: complete events sent before the cut stand.
-                    # (`_read_nowait` is private; aiohttp is pinned and a test covers this.)
-                    for data in parser.feed(content._read_nowait(-1)):
-                        yield data
-                    where = "mid-event" if parser.pending else "between events"
-                    raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated {where}") from exc
-                except EventTooLarge as exc:
-                    raise EventTooLarge(f"upstream POST {route}: {exc.message}") from exc
-                except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                    raise UpstreamTimeout(f"upstream POST {route}: no event for {call.timeout:.3g} s") from exc
-                if parser.pending:
-                    raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated mid-event")
+                        where = "mid-event" if parser.pending else "between events"
+                        raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated {where}") from exc
+                    except EventTooLarge as exc:
+                        raise EventTooLarge(f"upstream POST {route}: {exc.message}") from exc
+                    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                        raise UpstreamTimeout(f"upstream POST {route}: no event for {call.timeout:.3g} s") from exc
+                    if parser.pending:
+                        raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated mid-event")
 
     async def _open_stream(
         self, route: str, endpoint_id: str, body: bytes, call: UpstreamCall
