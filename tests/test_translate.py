@@ -6,9 +6,15 @@ import json
 from typing import Any
 
 import pytest
+from google.protobuf import duration_pb2
 
 from launch_gateway.server.errors import InvalidArgument, UpstreamProtocolError
-from launch_gateway.server.upstream.translate import endpoint_from_record, to_endpoint_response, to_upstream_body
+from launch_gateway.server.upstream.translate import (
+    endpoint_from_record,
+    to_endpoint_response,
+    to_upstream_body,
+    wait_timeout_from,
+)
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 
 SYNC, ASYNC, STREAMING = pb.ENDPOINT_KIND_SYNC, pb.ENDPOINT_KIND_ASYNC, pb.ENDPOINT_KIND_STREAMING
@@ -189,3 +195,42 @@ def test_paths_quote_keys_that_are_not_plain_names() -> None:
     with pytest.raises(InvalidArgument) as caught:
         to_upstream_body(request_with_args({"": {"a b": [float("inf")]}}), SYNC)
     assert caught.value.field == 'request.args[""]["a b"][0]'
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "expected"),
+    [
+        pytest.param(0, 0, None, id="zero-is-unset"),
+        pytest.param(0, 1, 1e-9, id="1ns"),
+        pytest.param(0, 999_999, 0.000999999, id="just-under-1ms"),
+        pytest.param(2, 500_000_000, 2.5, id="2.5s"),
+        pytest.param(315_576_000_000, 999_999_999, 315_576_000_000.999999999, id="the-largest-duration"),
+    ],
+)
+def test_wait_timeouts_are_read_exactly(seconds: int, nanos: int, expected: float | None) -> None:
+    assert wait_timeout_from(duration_pb2.Duration(seconds=seconds, nanos=nanos)) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "reason"),
+    [
+        pytest.param(0, -1, "must not be negative", id="minus-1ns"),
+        pytest.param(-315_576_000_000, -999_999_999, "must not be negative", id="the-smallest-duration"),
+        pytest.param(1, -1, "same sign", id="mixed-signs"),
+        pytest.param(0, 1_000_000_000, "nanos must be within", id="nanos-past-a-second"),
+        pytest.param(0, -1_000_000_000, "nanos must be within", id="nanos-below-minus-a-second"),
+        pytest.param(315_576_000_001, 0, "seconds must be within", id="seconds-past-the-range"),
+        pytest.param(-315_576_000_001, 0, "seconds must be within", id="seconds-below-the-range"),
+        pytest.param(2**63 - 1, 0, "seconds must be within", id="int64-max"),
+    ],
+)
+def test_wait_timeouts_that_are_negative_or_not_durations_name_the_field(seconds: int, nanos: int, reason: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        wait_timeout_from(duration_pb2.Duration(seconds=seconds, nanos=nanos))
+    assert caught.value.field == "timeout"
+    assert caught.value.message.startswith("timeout: ")
+    assert reason in caught.value.message
+
+
+def test_an_unset_wait_timeout_is_none() -> None:
+    assert wait_timeout_from(None) is None

@@ -34,7 +34,12 @@ from launch_gateway.server.statuses import Drain, boundary
 from launch_gateway.server.upstream.endpoints import EndpointDirectory
 from launch_gateway.server.upstream.launch_api import LaunchAPI, UpstreamCall
 from launch_gateway.server.upstream.stream_relay import relay
-from launch_gateway.server.upstream.translate import kind_name, to_endpoint_response, to_upstream_body
+from launch_gateway.server.upstream.translate import (
+    kind_name,
+    to_endpoint_response,
+    to_upstream_body,
+    wait_timeout_from,
+)
 from launch_gateway.server.upstream.waits import TaskWaits
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
@@ -276,12 +281,9 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
     @boundary("wait")
     async def WaitAsyncTask(self, request: pb.WaitAsyncTaskRequest, context: Context) -> pb.WaitAsyncTaskResponse:
         wait = self._timeouts.max_wait
-        if request.HasField("timeout"):
-            requested = request.timeout.ToTimedelta().total_seconds()
-            if requested < 0:
-                raise InvalidArgument("timeout", "must not be negative")
-            if requested > 0:
-                wait = min(wait, requested)
+        requested = wait_timeout_from(request.timeout if request.HasField("timeout") else None)
+        if requested is not None:
+            wait = min(wait, requested)
         remaining = context.time_remaining()
         if remaining is not None:
             wait = min(wait, self._usable(remaining))

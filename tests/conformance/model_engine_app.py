@@ -80,6 +80,7 @@ def build(source: Path, pod_url: str) -> tuple[Any, Any]:
     """model-engine's app wired to its fakes and to our pod; returns (app, pod app)."""
     conftest = load_unit_conftest(source)
 
+    import orjson
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse
     from model_engine_server.api import dependencies
@@ -226,7 +227,8 @@ def build(source: Path, pod_url: str) -> tuple[Any, Any]:
     }
 
     def callback_hooks(record: Any) -> Any:
-        """The handler a worker of this endpoint builds, with the callback hook on."""
+        """The handler a worker of this endpoint builds, with the callback hook on (its user id is
+        the endpoint's owner: `user_id: ${OWNER}` in the service templates)."""
         from model_engine_server.inference.infra.gateways.datadog_inference_monitoring_metrics_gateway import (
             DatadogInferenceMonitoringMetricsGateway,
         )
@@ -234,7 +236,7 @@ def build(source: Path, pod_url: str) -> tuple[Any, Any]:
         return PostInferenceHooksHandler(
             endpoint_name=record.name,
             bundle_name=record.current_model_bundle.name,
-            user_id=record.created_by,
+            user_id=record.owner,
             billing_queue="",
             billing_tags={},
             default_callback_url=None,
@@ -325,9 +327,9 @@ def build(source: Path, pod_url: str) -> tuple[Any, Any]:
         initial = await responses.__anext__()
 
         async def events():
-            yield {"data": json.dumps(initial)}
+            yield {"data": orjson.dumps(initial).decode()}
             async for response in responses:
-                yield {"data": json.dumps(response)}
+                yield {"data": orjson.dumps(response).decode()}
 
         return EventSourceResponse(events())
 

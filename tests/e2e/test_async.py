@@ -14,7 +14,7 @@ from aiohttp import web
 from google.protobuf import duration_pb2
 
 from launch_gateway.v1 import endpoint_service_pb2 as pb
-from tests.conftest import RawUpstream, Stack
+from tests.conftest import RawUpstream, Stack, StackFactory
 
 TERMINAL = {pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_FAILURE, pb.TASK_STATUS_UNDEFINED}
 
@@ -97,12 +97,42 @@ async def test_waiters_on_one_task_share_one_poll_loop(stack: Stack) -> None:
     assert len(polls) < 15
 
 
-async def test_negative_timeout_is_invalid_argument(stack: Stack) -> None:
-    request = pb.WaitAsyncTaskRequest(task_id="t", timeout=duration_pb2.Duration(seconds=-1))
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "reason"),
+    [
+        pytest.param(-1, 0, "must not be negative", id="minus-1s"),
+        pytest.param(0, -1, "must not be negative", id="minus-1ns"),
+        pytest.param(1, -1, "same sign", id="positive-seconds-negative-nanos"),
+        pytest.param(-1, 1, "same sign", id="negative-seconds-positive-nanos"),
+        pytest.param(0, 1_000_000_000, "nanos must be within", id="nanos-of-a-whole-second"),
+        pytest.param(1, -1_000_000_000, "nanos must be within", id="nanos-below-minus-a-second"),
+        pytest.param(315_576_000_001, 0, "seconds must be within", id="past-10000-years"),
+        pytest.param(-315_576_000_001, 0, "seconds must be within", id="before-minus-10000-years"),
+    ],
+)
+async def test_a_negative_or_non_normalised_timeout_is_invalid_argument(
+    stack: Stack, seconds: int, nanos: int, reason: str
+) -> None:
+    """Checked on the Duration's own fields: -1 ns or a non-normalised Duration is not rounded into a valid one."""
+    request = pb.WaitAsyncTaskRequest(task_id="t", timeout=duration_pb2.Duration(seconds=seconds, nanos=nanos))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stack.stub.WaitAsyncTask(request, timeout=5)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (caught.value.details() or "").startswith("timeout:")
+    assert (caught.value.details() or "").startswith("timeout: ")
+    assert reason in (caught.value.details() or "")
+
+
+@pytest.mark.parametrize("nanos", [1, 999], ids=["1ns", "999ns"])
+async def test_a_sub_microsecond_timeout_answers_after_one_look(make_stack: StackFactory, nanos: int) -> None:
+    """Any positive timeout bounds the wait, however small: it is not rounded to zero, which means unset
+    (and so `timeouts.max_wait`)."""
+    stack = await make_stack(settings={"timeouts": {"max_wait": 30.0}})
+    task_id = await submit(stack, delay=30)
+    request = pb.WaitAsyncTaskRequest(task_id=task_id, timeout=duration_pb2.Duration(nanos=nanos))
+    started = time.monotonic()
+    reply = await stack.stub.WaitAsyncTask(request, timeout=20)
+    assert reply.response.status in {pb.TASK_STATUS_PENDING, pb.TASK_STATUS_STARTED}
+    assert time.monotonic() - started < 3  # one poll, not the 20 s deadline nor max_wait
 
 
 async def test_callback_arrives_with_the_basic_auth_given(stack: Stack, raw_upstream: RawUpstream) -> None:

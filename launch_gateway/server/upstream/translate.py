@@ -22,13 +22,15 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from google.protobuf import struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 
 from launch_gateway.server.errors import InvalidArgument, UpstreamProtocolError
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 
 MAX_SAFE_INTEGER = 2**53
 MAX_URL_LENGTH = 8192
+MAX_DURATION_SECONDS = 315_576_000_000  # google.protobuf.Duration's range: about 10,000 years either way
+_MAX_DURATION_NANOS = 999_999_999
 
 _STATUS_FROM_UPSTREAM: Mapping[str, pb.TaskStatus.ValueType] = {
     "PENDING": pb.TASK_STATUS_PENDING,
@@ -93,6 +95,30 @@ def _value_to_python(value: struct_pb2.Value, path: str) -> Any:
     if kind == "list_value":
         return [_value_to_python(item, f"{path}[{i}]") for i, item in enumerate(value.list_value.values)]
     return None  # null_value, or a Value with no kind set, which JSON printers write as null
+
+
+def wait_timeout_from(duration: duration_pb2.Duration | None, field: str = "timeout") -> float | None:
+    """The seconds a `timeout` Duration allows, exactly; None when it is unset or exactly zero.
+
+    Read from `seconds` and `nanos` themselves, never rounded (to microseconds, as `ToTimedelta`
+    does), so 1 ns is a bound of 1 ns ("answer after one look"), not zero, which means unset.
+    INVALID_ARGUMENT naming `field` for a negative Duration, or one that is not a Duration at all:
+    `seconds` within +/-315,576,000,000, `nanos` within +/-999,999,999, both of the same sign.
+    """
+    if duration is None:
+        return None
+    seconds, nanos = duration.seconds, duration.nanos
+    if not -MAX_DURATION_SECONDS <= seconds <= MAX_DURATION_SECONDS:
+        raise InvalidArgument(field, f"seconds must be within +/-{MAX_DURATION_SECONDS} (google.protobuf.Duration)")
+    if not -_MAX_DURATION_NANOS <= nanos <= _MAX_DURATION_NANOS:
+        raise InvalidArgument(field, f"nanos must be within +/-{_MAX_DURATION_NANOS} (google.protobuf.Duration)")
+    if (seconds < 0 < nanos) or (nanos < 0 < seconds):
+        raise InvalidArgument(field, "seconds and nanos must have the same sign (google.protobuf.Duration)")
+    if seconds < 0 or nanos < 0:
+        raise InvalidArgument(field, "must not be negative")
+    if seconds == 0 and nanos == 0:
+        return None
+    return seconds + nanos / 1e9
 
 
 def _check_url(field: str, url: str, schemes: frozenset[str] | None = None) -> None:
