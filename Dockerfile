@@ -1,7 +1,7 @@
 # launch-gateway: the gRPC gateway in front of a Scale Launch API.
 #   docker build -t launch-gateway:0.1.0 .
 #   docker run -p 50051:50051 -e LAUNCH_API_KEY=... launch-gateway:0.1.0 serve --upstream https://api.scale.com/v1/launch
-# The SDK and the server extra at the versions in constraints.txt; the Launch imitation
+# The SDK and the server and tracing extras at the versions in constraints.txt; the Launch imitation
 # (launch_gateway.testing) is left out by .dockerignore, so `local-launch` and `demo` say so and exit.
 FROM python:3.11.7-slim-bookworm
 
@@ -9,11 +9,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 WORKDIR /src
 
 # Dependencies first, in their own layer: a code change rebuilds only the layers below. The list is
-# pyproject's (the SDK's and the server extra's), the versions are constraints.txt's; setuptools is the
+# pyproject's (the SDK's and the server and tracing extras'), the versions are constraints.txt's; setuptools is the
 # build backend for the next step; both it and pip come from the constraints too.
 COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['server']))" > requirements.txt \
+extras = p['optional-dependencies']; print('\n'.join(p['dependencies'] + extras['server'] + extras['tracing']))" \
+ > requirements.txt \
  && pip install -c constraints.txt pip setuptools \
  && pip install -c constraints.txt -r requirements.txt
 

@@ -2,8 +2,9 @@
 
 The module imports only the standard library; each command imports what it needs when it runs. The
 server's commands need the `server` extra (`pip install 'launch-gateway[server]'`) and `local-launch`
-and `demo` the testing package too (the production image leaves it out); without them the command
-says so in one line. `health` needs only the SDK, so a container's health check runs anywhere.
+and `demo` the testing package too (the production image leaves it out), `serve` with tracing on the
+`tracing` extra; without them the command says so in one line. `health` needs only the SDK, so a
+container's health check runs anywhere.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 # What the server's commands import beyond the SDK: the `server` extra's modules, by import name.
 SERVER_EXTRA = frozenset({"aiohttp", "prometheus_client", "redis", "grpc_health", "grpc_reflection"})
 TESTING = "launch_gateway.testing"  # the Launch imitation and the demo, left out of the production image
+TRACING_EXTRA = "opentelemetry"  # what the `tracing` extra installs, needed only with tracing.otlp_endpoint set
 
 
 def run(main: Coroutine[Any, Any, int]) -> int:
@@ -273,6 +275,11 @@ def missing_install(command: str, exc: ModuleNotFoundError) -> str | None:
         return (
             f"launch-gateway {command}: needs the server extra ({exc.name} is not installed): "
             "pip install 'launch-gateway[server]'"
+        )
+    if (exc.name or "").partition(".")[0] == TRACING_EXTRA:
+        return (
+            f"launch-gateway {command}: tracing.otlp_endpoint is set, which needs the tracing extra "
+            f"({exc.name} is not installed): pip install 'launch-gateway[server,tracing]'"
         )
     if exc.name == TESTING:
         return (

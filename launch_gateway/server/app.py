@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -41,6 +42,9 @@ from launch_gateway.server.upstream.launch_api import LaunchAPI
 from launch_gateway.server.upstream.waits import TaskWaits
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 
+if TYPE_CHECKING:  # imported only when tracing is on (it needs the tracing extra)
+    from launch_gateway.server.observability.tracing import Tracing
+
 log = logging.getLogger("launch_gateway")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EndpointService"].full_name
@@ -52,6 +56,16 @@ def rate_limiter(settings: Settings, env: Mapping[str, str], clock: Clock) -> Ra
         return MemoryRateLimiter(clock)
     # load_edge has checked that the variable is set.
     return RedisRateLimiter.from_url(env[limits.redis_url_env], limits, clock)
+
+
+def tracing_from(settings: Settings) -> Tracing | None:
+    """The tracer when `tracing.otlp_endpoint` is set; None otherwise, with no OpenTelemetry module imported.
+    Without the tracing extra, ModuleNotFoundError (`serve` names the extra)."""
+    if not settings.tracing.otlp_endpoint:
+        return None
+    from launch_gateway.server.observability.tracing import Tracing
+
+    return Tracing.start(settings.tracing, settings.upstream.url)
 
 
 def service_methods() -> list[MethodInfo]:
@@ -138,10 +152,15 @@ class GatewayServer:
         self._env = dict(env or {})
         self._clock = clock or SystemClock()
         self.metrics = Metrics(service_methods(), self._clock)
-        self.telemetry = Telemetry(self.metrics, endpoint_labels(settings), access_log=settings.log.access)
+        self.tracing = tracing_from(settings)
+        self.telemetry = Telemetry(
+            self.metrics, endpoint_labels(settings), access_log=settings.log.access, tracing=self.tracing
+        )
         self.edges = EdgeSource(settings, self._env, config_path, on_reload=self._count_reload)
         self.metrics.tenants(self.edges().tenants.tenants)
-        self.api = LaunchAPI(settings.upstream, self._clock, observe=self.telemetry.upstream_response)
+        self.api = LaunchAPI(
+            settings.upstream, self._clock, observe=self.telemetry.upstream_response, tracing=self.tracing
+        )
         self.directory = EndpointDirectory(
             self.api, self._clock, settings.upstream.endpoint_cache_ttl, on_lookup=self.telemetry.endpoint_lookup
         )
@@ -272,6 +291,8 @@ class GatewayServer:
         await self.waits.close()
         await self.api.close()
         await self.limiter.close()
+        if self.tracing is not None:
+            await self.tracing.close()  # the last spans are sent before stop returns
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

@@ -4,7 +4,8 @@
   key. With tenants it names the tenant; in `forward` mode it is also the Launch key, and goes
   upstream as Launch's clients send it: HTTP Basic with the key as user name and no password.
 - `x-request-id` and `traceparent` pass through to the upstream unchanged, so one id follows a
-  call across both hops; other metadata stays at the gateway. A request id is used only when it is
+  call across both hops (with tracing on, the upstream request's client span replaces `traceparent`
+  and `tracestate`: `observability.tracing`); other metadata stays at the gateway. A request id is used only when it is
   plain (`usable_request_id`: letters, digits and `._:-`, at most 128 characters): it goes into log
   lines, where anything else could pass for fields of its own; otherwise the gateway makes one.
 Pure: no grpc, no aiohttp.

@@ -146,6 +146,15 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class TracingSettings:
+    """OpenTelemetry traces over OTLP/gRPC (the `tracing` extra); off, at no cost, while `otlp_endpoint` is empty."""
+
+    otlp_endpoint: str = ""  # the collector, e.g. http://otel-collector:4317 (https:// for TLS); empty: no tracing
+    service_name: str = "launch-gateway"  # the spans' service.name
+    sample_ratio: float = 1.0  # share of the traces that start here that are recorded; a caller's choice is followed
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings; one section per concern. `tenants` come from `[tenants.<name>]` tables."""
 
@@ -158,6 +167,7 @@ class Settings:
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     tenants: tuple[Tenant, ...] = ()
 
 
@@ -335,6 +345,10 @@ def _check(s: Settings, problems: _Problems) -> None:
     rule(s.timeouts.deadline_margin < 0, "timeouts.deadline_margin", "must not be negative")
     rule(s.poll.multiplier < 1, "poll.multiplier", f"must be at least 1, not {s.poll.multiplier}")
     rule(s.poll.max < s.poll.initial, "poll.max", "must not be less than poll.initial", "poll.initial")
+    ratio, endpoint = s.tracing.sample_ratio, s.tracing.otlp_endpoint
+    rule(not 0 <= ratio <= 1, "tracing.sample_ratio", f"must be within 0..1, not {ratio}")
+    why = f"must start with http:// or https://, not {endpoint!r}"
+    rule(bool(endpoint) and not endpoint.startswith(("http://", "https://")), "tracing.otlp_endpoint", why)
     cert, key, client_ca = s.server.tls_cert_file, s.server.tls_key_file, s.server.tls_client_ca_file
     tls = ("server.tls_cert_file", "server.tls_key_file")
     rule(bool(cert) != bool(key), "server.tls_key_file", "tls_cert_file and tls_key_file go together", *tls)

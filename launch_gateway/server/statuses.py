@@ -7,6 +7,7 @@ and message, plus rich details (grpcio-status): a `google.rpc.ErrorInfo` naming 
 status when there was one, and a `google.rpc.RetryInfo` with a `retry-after` trailer when the
 caller should wait. Anything else is a bug: it is logged with its traceback and the caller sees
 INTERNAL with no internals. Nothing else in the gateway calls `context.abort`.
+With tracing on, the boundary also opens and ends the RPC's server span (`observability.tracing`).
 """
 
 from __future__ import annotations
@@ -177,7 +178,10 @@ async def _guarded(
 ) -> AsyncIterator[CallRecord]:
     """One RPC inside its boundary: opened, refused while draining or undecodable, measured when it
     ends however it ends, and every failure turned into its status. The one mechanism for every kind."""
-    record = svc.telemetry.begin(method, kind, metadata_value(context.invocation_metadata(), "x-request-id"))
+    metadata = context.invocation_metadata()
+    record = svc.telemetry.begin(method, kind, metadata_value(metadata, "x-request-id"))
+    tracing = svc.telemetry.tracing
+    span = tracing.server_span(method, metadata) if tracing is not None else None  # None: tracing is off
     task = asyncio.current_task()
     svc.drain.enter(task, stream=kind == "stream")
     code = Code.OK
@@ -204,6 +208,8 @@ async def _guarded(
     finally:
         svc.drain.leave(task)
         record.finish(code)
+        if span is not None:
+            span.end(code)
 
 
 @overload

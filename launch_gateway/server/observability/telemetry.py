@@ -14,12 +14,16 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from launch_gateway.server.errors import Code
 from launch_gateway.server.headers import usable_request_id
 from launch_gateway.server.limits.concurrency import Kind
 from launch_gateway.server.observability.logs import ACCESS
 from launch_gateway.server.observability.metrics import GRPC_CODE_NAMES, OTHER, Metrics, RpcMeter
+
+if TYPE_CHECKING:  # imported only when tracing is on (it needs the tracing extra)
+    from launch_gateway.server.observability.tracing import Tracing
 
 _current: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("gateway_call", default=None)
 
@@ -74,12 +78,19 @@ def request_id_from(value: str | None) -> str:
 
 
 class Telemetry:
-    """Metrics and access logging for one gateway."""
+    """Metrics, access logging and (when configured; None otherwise) tracing for one gateway."""
 
-    def __init__(self, metrics: Metrics, endpoint_labels: Iterable[str] = (), access_log: bool = True) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        endpoint_labels: Iterable[str] = (),
+        access_log: bool = True,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.metrics = metrics
         self.endpoint_labels = frozenset(endpoint_labels)
         self.access_log = access_log
+        self.tracing = tracing
 
     def endpoint_label(self, name: str) -> str:
         return name if name in self.endpoint_labels else OTHER

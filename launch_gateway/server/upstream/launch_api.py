@@ -21,7 +21,7 @@ import random
 import ssl
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -44,6 +44,9 @@ from launch_gateway.server.settings import UpstreamSettings
 from launch_gateway.server.upstream.breaker import CircuitBreaker
 from launch_gateway.server.upstream.shares import ConnectionShare
 from launch_gateway.server.upstream.sse import SSEParser
+
+if TYPE_CHECKING:  # imported only when tracing is on (it needs the tracing extra)
+    from launch_gateway.server.observability.tracing import ClientSpan, Tracing
 
 PROBE_NAME = "launch-gateway-readiness-probe"  # the endpoint name readiness probes look up
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -95,7 +98,17 @@ def _transport_errors(method: str, route: str, timeout: float) -> Iterator[None]
 
 @dataclass
 class _Outcome:
+    """One request's answer status, and its client span when tracing is on."""
+
     status: int | None = None
+    span: ClientSpan | None = None
+
+    def headers(self, call: UpstreamCall, base: Mapping[str, str]) -> dict[str, str]:
+        """The request's headers: the call's, with the span's `traceparent` in place of the caller's."""
+        headers = call.request_headers(base)
+        if self.span is not None:
+            self.span.inject(headers)
+        return headers
 
 
 Observer = Callable[[str, str, float], None]  # (route template, HTTP status or "error", seconds)
@@ -155,8 +168,10 @@ class LaunchAPI:
         *,
         observe: Observer | None = None,
         rng: random.Random | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._observe = observe
+        self._tracing = tracing
         self._clock = clock
         self._retry = RetryPolicy.from_settings(settings)
         self.breaker = CircuitBreaker(clock, settings.breaker_failures, settings.breaker_cooldown)
@@ -213,15 +228,15 @@ class LaunchAPI:
             url = self._urls[key] = URL(self._base + route).with_query(params)
         return url
 
-    async def _attempts(self, call: UpstreamCall, idempotent: bool, send: Callable[[float], Awaitable[T]]) -> T:
-        """`send(budget)`, repeated as `may_retry` allows within `call.timeout` in all; the breaker sees
+    async def _attempts(self, call: UpstreamCall, idempotent: bool, send: Callable[[float, int], Awaitable[T]]) -> T:
+        """`send(budget, attempt)`, repeated as `may_retry` allows within `call.timeout` in all; the breaker sees
         every attempt. The one retry loop: every route goes through it."""
         deadline = self._clock.now() + call.timeout
         attempt = 0
         while True:
             self.breaker.before_call()
             try:
-                result = await send(deadline - self._clock.now())
+                result = await send(deadline - self._clock.now(), attempt)
             except PoolFull:
                 self.breaker.abandoned()  # our own limit, no verdict on the upstream; waiting again would not help
                 raise
@@ -245,14 +260,23 @@ class LaunchAPI:
             return result
 
     @contextlib.contextmanager
-    def _exchange(self, method: str, route: str, template: str, timeout: float) -> Iterator[_Outcome]:
-        """One request: errors mapped, and its status and latency reported to the observer."""
+    def _exchange(self, method: str, route: str, template: str, timeout: float, attempt: int) -> Iterator[_Outcome]:
+        """One request (`attempt` 0: the first): errors mapped, its status and latency reported to the
+        observer, and with tracing on a client span of its own."""
         outcome = _Outcome()
+        if self._tracing is not None:
+            outcome.span = self._tracing.client_span(method, template, attempt)
         started = self._clock.now()
+        failure: BaseException | None = None
         try:
             with _transport_errors(method, route, timeout):
                 yield outcome
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
+            if outcome.span is not None:
+                outcome.span.end(outcome.status, failure)
             if self._observe is not None:
                 status = str(outcome.status) if outcome.status is not None else "error"
                 self._observe(template, status, self._clock.now() - started)
@@ -289,18 +313,18 @@ class LaunchAPI:
         allows within `call.timeout` in all."""
         where = f"upstream {method} {route}"
 
-        async def send(budget: float) -> Any:
+        async def send(budget: float, attempt: int) -> Any:
             if budget <= 0:
                 raise UpstreamTimeout(f"{where}: no time left for another attempt")
             asked = self._clock.now()
             async with (share or self._calls).slot(min(self._connect_timeout, budget), where):
                 budget -= self._clock.now() - asked
-                with self._exchange(method, route, template or route, budget) as outcome:
+                with self._exchange(method, route, template or route, budget, attempt) as outcome:
                     async with self.session.request(
                         method,
                         self._url(route, params),
                         data=body,
-                        headers=call.request_headers(_JSON_HEADERS),
+                        headers=outcome.headers(call, _JSON_HEADERS),
                         timeout=self._timeout(budget),
                     ) as response:
                         outcome.status = response.status
@@ -376,8 +400,8 @@ class LaunchAPI:
         """
         route = "/v1/streaming-tasks"
 
-        async def send(_budget: float) -> aiohttp.ClientResponse:
-            return await self._open_stream(route, endpoint_id, body, call)
+        async def send(_budget: float, attempt: int) -> aiohttp.ClientResponse:
+            return await self._open_stream(route, endpoint_id, body, call, attempt)
 
         # The share is held for the stream's life: it is what bounds open streams, and a full one is no failure.
         async with self._streams.slot(self._connect_timeout, f"upstream POST {route}"):
@@ -411,14 +435,14 @@ class LaunchAPI:
                         raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated mid-event")
 
     async def _open_stream(
-        self, route: str, endpoint_id: str, body: bytes, call: UpstreamCall
+        self, route: str, endpoint_id: str, body: bytes, call: UpstreamCall, attempt: int
     ) -> aiohttp.ClientResponse:
         """POST the stream request and wait for its headers; non-2xx answers become errors here."""
-        with self._exchange("POST", route, route, call.timeout) as outcome:
+        with self._exchange("POST", route, route, call.timeout, attempt) as outcome:
             response = await self.session.post(
                 self._url(route, {"model_endpoint_id": endpoint_id}),
                 data=body,
-                headers=call.request_headers(_SSE_HEADERS),
+                headers=outcome.headers(call, _SSE_HEADERS),
                 timeout=self._timeout(None, sock_read=call.timeout),
             )
             outcome.status = response.status
