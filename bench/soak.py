@@ -533,7 +533,8 @@ class Worker:
             t.violate(2, "SubmitAsync answered OK without a task id")
             return
         t.given.append(task_id)
-        wait = pb.WaitAsyncTaskRequest(task_id=task_id, timeout=duration_pb2.Duration(nanos=int(WAIT_TIMEOUT * 1e9)))
+        wait = pb.WaitAsyncTaskRequest(task_id=task_id)
+        wait.timeout.FromNanoseconds(round(WAIT_TIMEOUT * 1e9))  # normalised: 1 s and 500,000,000 ns
         call, waited = await t.unary("WaitAsyncTask", wait, self.rng.uniform(0.0, 0.05) if cancel else None)
         if waited is not None:
             got = waited.response
