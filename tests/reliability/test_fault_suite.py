@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 from aiohttp import web
+from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -106,6 +107,88 @@ async def test_cut_body_on_a_poll_is_retried(make_stack: StackFactory) -> None:
     assert reply.response.status == pb.TASK_STATUS_SUCCESS
     polls = requests_to(stack.launch, "GET", f"/v1/async-tasks/{task_id}")
     assert [p.faults for p in polls] == [["cut_body"], []]
+
+
+def seed_drawing(*bands: tuple[float, float]) -> int:
+    """A seed whose first draws fall in these [low, high) bands, one draw per request (see `seed_for`): with
+    throttle_rate t and one error rate e, [0, t) is the 429, [t, t + e) the error and the rest no fault."""
+
+    def fits(seed: int) -> bool:
+        rng = random.Random(seed)
+        return all(low <= rng.random() < high for low, high in bands)
+
+    return next(seed for seed in range(10_000) if fits(seed))
+
+
+def waiting(task_id: str, seconds: float) -> pb.WaitAsyncTaskRequest:
+    whole = int(seconds)
+    timeout = duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
+    return pb.WaitAsyncTaskRequest(task_id=task_id, timeout=timeout)
+
+
+async def test_a_wait_outlasts_a_429_and_a_500_on_its_polls_honouring_retry_after(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    task_id = await finished_task(stack)
+    seed = seed_drawing((0.0, 0.3), (0.3, 0.6), (0.6, 1.0))  # a 429, then a 500, then the answer
+    stack.launch.faults = Faults(throttle_rate=0.3, error_rates={500: 0.3}, retry_after=1.0, seed=seed)
+    started = time.perf_counter()
+    reply = await stack.stub.WaitAsyncTask(pb.WaitAsyncTaskRequest(task_id=task_id), timeout=10)
+    assert reply.response.status == pb.TASK_STATUS_SUCCESS
+    polls = requests_to(stack.launch, "GET", f"/v1/async-tasks/{task_id}")
+    assert [p.faults for p in polls] == [["throttle"], ["error_500"], []]
+    assert time.perf_counter() - started >= 1.0  # the next poll waited for Retry-After: 1
+
+
+async def test_waits_end_with_their_tasks_result_under_launch_throttling_and_errors(make_stack: StackFactory) -> None:
+    """The adversarial review's mix, 3 % 429s and 1 % 500s: every wait on a finished task answers SUCCESS
+    (a quarter of them failed when one poll's 429 or 500 ended the whole wait)."""
+    stack = await make_stack()
+    count = 60
+    task_ids = [await finished_task(stack) for _ in range(count)]
+    seed = next(s for s in range(10_000) if {"throttle", "error_500"} <= first_faults(s, count, 0.03, 0.01))
+    stack.launch.faults = Faults(throttle_rate=0.03, error_rates={500: 0.01}, retry_after=1.0, seed=seed)
+    replies = await asyncio.gather(
+        *(stack.stub.WaitAsyncTask(waiting(task_id, 10), timeout=15) for task_id in task_ids), return_exceptions=True
+    )
+    assert [r for r in replies if isinstance(r, BaseException)] == []
+    assert {r.response.status for r in replies if isinstance(r, pb.WaitAsyncTaskResponse)} == {pb.TASK_STATUS_SUCCESS}
+    assert stack.launch.fault_counts["throttle"] >= 1
+    assert stack.launch.fault_counts["error_500"] >= 1
+
+
+def first_faults(seed: int, draws: int, throttle: float, error: float) -> set[str]:
+    """The faults the first `draws` requests get with this seed."""
+    rng = random.Random(seed)
+    faults = set()
+    for _ in range(draws):
+        draw = rng.random()
+        if draw < throttle:
+            faults.add("throttle")
+        elif draw < throttle + error:
+            faults.add("error_500")
+    return faults
+
+
+async def test_a_wait_whose_polls_are_all_throttled_fails_when_its_time_is_spent(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    task_id = await finished_task(stack)
+    stack.launch.faults = Faults(throttle_rate=1.0, retry_after=0.0)  # "Retry-After: 0": the backoff decides
+    started = time.perf_counter()
+    error = await failure(stack.stub.WaitAsyncTask(waiting(task_id, 0.5), timeout=10))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert time.perf_counter() - started >= 0.45  # the wait's time, not the first poll's answer
+    assert len(requests_to(stack.launch, "GET", f"/v1/async-tasks/{task_id}")) >= 3
+
+
+async def test_a_wait_ends_at_once_on_a_poll_error_that_is_not_transient(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    task_id = await finished_task(stack)
+    stack.launch.faults = Faults(error_rates={403: 1.0})
+    started = time.perf_counter()
+    error = await failure(stack.stub.WaitAsyncTask(waiting(task_id, 10), timeout=15))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert time.perf_counter() - started < 5
+    assert len(requests_to(stack.launch, "GET", f"/v1/async-tasks/{task_id}")) == 1
 
 
 # --- submits: never repeated ----------------------------------------------------------------------------

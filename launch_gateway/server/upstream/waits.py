@@ -3,7 +3,12 @@
 The Launch client sleeps a flat 2 s between polls, so a result waits a second on average. Here the
 loop polls with exponential backoff from `poll.initial` (50 ms by default) to `poll.max`, and any
 number of waiters on one task cost one loop: upstream polls per task do not grow with waiters.
-The loop stops when the task is terminal, when it fails, or when its last waiter leaves.
+The loop stops when the task is terminal, when a poll fails for good, or when its last waiter leaves.
+
+A poll is a GET, so a poll that fails for a moment (`is_transient`: throttled, the upstream's own
+500, unreachable, too slow) is simply taken again, after the backoff or the upstream's Retry-After,
+whichever is longer: a wait outlasts it, and ends in an error only when its time runs out before
+the upstream gave any answer. Any other failure ends the loop, and every waiter gets it.
 """
 
 from __future__ import annotations
@@ -14,11 +19,28 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from launch_gateway.server.clock import Clock
+from launch_gateway.server.errors import DeadlineExceeded, GatewayError, Unavailable
 from launch_gateway.server.settings import PollSettings
 from launch_gateway.server.upstream.translate import TERMINAL_STATUSES
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 
 Poll = Callable[[], Awaitable[pb.EndpointResponse]]
+
+# Upstream answers a wait polls again after: Launch throttling (429) or failing for a moment (its own
+# 500; 502, 503 and 504 once the poll's own retries are spent). Any other status ends the wait.
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_AFTER_CAP = 60.0  # seconds: a longer Retry-After is taken as this, so a task that ends is still seen
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a wait polls again after this poll failure, rather than ending with it."""
+    if not isinstance(error, GatewayError):
+        return False
+    if error.http_status is not None:
+        return error.http_status in TRANSIENT_STATUSES
+    # No answer at all: no connection, a broken one or the breaker open (UNAVAILABLE), or no answer
+    # within the poll's timeout (DEADLINE_EXCEEDED). An answer we cannot read is not transient.
+    return isinstance(error, Unavailable | DeadlineExceeded)
 
 
 @dataclass
@@ -26,8 +48,9 @@ class _Loop:
     """One task's poll loop and what its waiters share."""
 
     done: asyncio.Future[pb.EndpointResponse]  # the terminal response, or the error that ended the loop
-    seen: asyncio.Event = field(default_factory=asyncio.Event)  # set once a first answer arrived
-    latest: pb.EndpointResponse | None = None
+    looked: asyncio.Event = field(default_factory=asyncio.Event)  # set once a first poll has ended
+    latest: pb.EndpointResponse | None = None  # the last answer
+    error: GatewayError | None = None  # the last transient failure
     waiters: int = 0
     task: asyncio.Task[None] | None = None
 
@@ -50,7 +73,7 @@ class TaskWaits:
 
         `key` identifies the task and who may see it; `poll` takes one look (it is used only if
         this call starts the loop). At least one look is awaited even when `wait_seconds` is tiny, so
-        the answer is always a status the upstream gave.
+        the answer is always a status the upstream gave, or, when no poll got one, the last failure.
         """
         loop = self._loops.get(key)
         if loop is None or loop.done.done():
@@ -61,17 +84,19 @@ class TaskWaits:
         try:
             with contextlib.suppress(TimeoutError):
                 return await asyncio.wait_for(asyncio.shield(loop.done), max(wait_seconds, 0.0))
-            if loop.latest is None:
-                # Nothing seen yet: wait for the first look (bounded by the poll's own timeout).
-                seen: asyncio.Future[bool] = asyncio.ensure_future(loop.seen.wait())
+            if not loop.looked.is_set():
+                # No poll has ended yet: wait for the first (bounded by the poll's own timeout).
+                looked: asyncio.Future[bool] = asyncio.ensure_future(loop.looked.wait())
                 try:
-                    await asyncio.wait((seen, loop.done), return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait((looked, loop.done), return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    seen.cancel()
+                    looked.cancel()
                 if loop.done.done():
                     return loop.done.result()
-            assert loop.latest is not None
-            return loop.latest
+            if loop.latest is not None:
+                return loop.latest
+            assert loop.error is not None
+            raise loop.error  # the time ran out and every poll failed for a moment
         finally:
             loop.waiters -= 1
             if loop.waiters == 0 and not loop.done.done():
@@ -91,13 +116,22 @@ class TaskWaits:
             while True:
                 if self._on_poll:
                     self._on_poll()
-                response = await poll()
-                loop.latest = response
-                loop.seen.set()
-                if response.status in TERMINAL_STATUSES:
-                    loop.done.set_result(response)
-                    return
-                await self._clock.sleep(delay)
+                pause = delay
+                try:
+                    response = await poll()
+                except GatewayError as exc:
+                    if not is_transient(exc):
+                        raise
+                    loop.error = exc
+                    pause = max(delay, min(exc.retry_after or 0.0, RETRY_AFTER_CAP))
+                else:
+                    loop.latest = response
+                    if response.status in TERMINAL_STATUSES:
+                        loop.done.set_result(response)
+                        return
+                finally:
+                    loop.looked.set()
+                await self._clock.sleep(pause)
                 delay = min(delay * self._poll.multiplier, self._poll.max)
         except asyncio.CancelledError:
             raise
