@@ -42,7 +42,7 @@ examples/node/node_modules/.installed: examples/node/package.json examples/node/
 
 node-deps: node_modules/.installed examples/node/node_modules/.installed
 
-## system-deps: Debian packages the tests drive (redis-server, promtool, h2load); installed only when missing
+## system-deps: Debian packages the tests drive (redis-server, prometheus, h2load, Go and Java gRPC toolchains); installed only when missing
 system-deps:
 	@./.ci/system-deps
 
@@ -80,4 +80,4 @@ conformance: $(STAMP)
 	MODEL_ENGINE_SRC='$(MODEL_ENGINE_SRC)' $(BIN)/pytest tests/conformance
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .cache .conformance
