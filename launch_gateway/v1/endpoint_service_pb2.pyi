@@ -7,10 +7,12 @@ The messages mirror the Launch client's objects (EndpointRequest, EndpointRespon
 EndpointResponseFuture, EndpointResponseStream); each RPC maps to one Launch HTTP route.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -98,6 +100,26 @@ class EndpointRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ExtraHeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     URL_FIELD_NUMBER: _builtins.int
     ARGS_FIELD_NUMBER: _builtins.int
     ARGS_JSON_FIELD_NUMBER: _builtins.int
@@ -106,11 +128,14 @@ class EndpointRequest(_message.Message):
     CALLBACK_AUTH_MTLS_FIELD_NUMBER: _builtins.int
     RETURN_PICKLED_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXTRA_HEADERS_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """A URL of a file whose bytes are passed to the endpoint's predict function."""
     args_json: _builtins.str
-    """Keyword arguments as a JSON object in text, passed upstream exactly as given: for values a
-    Struct cannot carry exactly (integers beyond 2^53, exact floats).
+    """Launch's args as JSON text: any JSON value (object, array, string, number, true, false or
+    null), passed upstream exactly as given. For what a Struct cannot carry: a value that is not
+    an object (a runnable-image endpoint receives args as its whole payload, so a list or a
+    string is a valid input there), integers beyond 2^53, exact floats.
     """
     callback_url: _builtins.str
     """The URL the upstream POSTs the result to when an async task finishes (async endpoints only)."""
@@ -128,8 +153,8 @@ class EndpointRequest(_message.Message):
 
     @_builtins.property
     def args(self) -> _struct_pb2.Struct:
-        """Keyword arguments for the predict function. Integral numbers within +/-2^53 are sent
-        upstream as JSON integers.
+        """Keyword arguments for the predict function, as a JSON object. Integral numbers within +/-2^53
+        are sent upstream as JSON integers.
         """
 
     @_builtins.property
@@ -139,6 +164,17 @@ class EndpointRequest(_message.Message):
     @_builtins.property
     def callback_auth_mtls(self) -> Global___MtlsCallbackAuth:
         """callback_auth_kind "mtls"."""
+
+    @_builtins.property
+    def extra_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """HTTP headers sent with the upstream request to Launch, as the Launch client's extra_headers
+        are. A name must be an RFC 9110 token; names the gateway owns or that would change how the
+        request is framed or authenticated are refused with INVALID_ARGUMENT (authorization, cookie,
+        host, content-length, content-type, content-encoding, the hop-by-hop headers connection,
+        keep-alive, te, trailer, transfer-encoding, upgrade and proxy-*, and the gateway's own
+        x-request-id, traceparent and tracestate), as are values with control characters and more
+        than 32 headers or 8 KiB of names and values in all (docs/errors.md).
+        """
 
     def __init__(
         self,
@@ -151,10 +187,11 @@ class EndpointRequest(_message.Message):
         callback_auth_mtls: Global___MtlsCallbackAuth | None = ...,
         return_pickled: _builtins.bool = ...,
         request_id: _builtins.str | None = ...,
+        extra_headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_request_id", b"_request_id", "args", b"args", "args_json", b"args_json", "callback_auth", b"callback_auth", "callback_auth_basic", b"callback_auth_basic", "callback_auth_mtls", b"callback_auth_mtls", "callback_url", b"callback_url", "input", b"input", "request_id", b"request_id", "url", b"url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_request_id", b"_request_id", "args", b"args", "args_json", b"args_json", "callback_auth", b"callback_auth", "callback_auth_basic", b"callback_auth_basic", "callback_auth_mtls", b"callback_auth_mtls", "callback_url", b"callback_url", "input", b"input", "request_id", b"request_id", "return_pickled", b"return_pickled", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_request_id", b"_request_id", "args", b"args", "args_json", b"args_json", "callback_auth", b"callback_auth", "callback_auth_basic", b"callback_auth_basic", "callback_auth_mtls", b"callback_auth_mtls", "callback_url", b"callback_url", "extra_headers", b"extra_headers", "input", b"input", "request_id", b"request_id", "return_pickled", b"return_pickled", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__callback_url: _TypeAlias = _typing.Literal["callback_url"]  # noqa: Y015
     _WhichOneofArgType__callback_url: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url"]  # noqa: Y015
@@ -592,6 +629,9 @@ class Endpoint(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_FIELD_NUMBER: _builtins.int
+    RESOURCE_STATE_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_STATE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Launch's endpoint id."""
     name: _builtins.str
@@ -600,6 +640,22 @@ class Endpoint(_message.Message):
     """The endpoint's kind."""
     status: _builtins.str
     """Launch's status of the endpoint, e.g. "READY"."""
+    status_reason: _builtins.str
+    """Why the endpoint has its status, when Launch says (e.g. the cause of UPDATE_FAILED)."""
+    @_builtins.property
+    def resource_state(self) -> _struct_pb2.Struct:
+        """The record's resource_state object as Launch sends it (cpus, gpus, memory, gpu_type, storage,
+        nodes_per_worker, optimize_costs; Launch's ModelEndpointResourceState); unset when the record
+        has none. Struct numbers are doubles: gpus 1 arrives as 1.0.
+        """
+
+    @_builtins.property
+    def deployment_state(self) -> _struct_pb2.Struct:
+        """The record's deployment_state object as Launch sends it (min_workers, max_workers, per_worker,
+        concurrent_requests_per_worker, forwarder_max_concurrency, available_workers,
+        unavailable_workers; Launch's ModelEndpointDeploymentState); unset when the record has none.
+        """
+
     def __init__(
         self,
         *,
@@ -607,11 +663,57 @@ class Endpoint(_message.Message):
         name: _builtins.str = ...,
         kind: Global___EndpointKind.ValueType = ...,
         status: _builtins.str = ...,
+        status_reason: _builtins.str | None = ...,
+        resource_state: _struct_pb2.Struct | None = ...,
+        deployment_state: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_status_reason", b"_status_reason", "deployment_state", b"deployment_state", "resource_state", b"resource_state", "status_reason", b"status_reason"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_status_reason", b"_status_reason", "deployment_state", b"deployment_state", "id", b"id", "kind", b"kind", "name", b"name", "resource_state", b"resource_state", "status", b"status", "status_reason", b"status_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__status_reason: _TypeAlias = _typing.Literal["status_reason"]  # noqa: Y015
+    _WhichOneofArgType__status_reason: _TypeAlias = _typing.Literal["_status_reason", b"_status_reason"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__status_reason) -> _WhichOneofReturnType__status_reason | None: ...
+
+Global___Endpoint: _TypeAlias = Endpoint  # noqa: Y015
+
+@_typing.final
+class ListEndpointsRequest(_message.Message):
+    """ListEndpointsRequest is the request of ListEndpoints."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "kind", b"kind", "name", b"name", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Endpoint: _TypeAlias = Endpoint  # noqa: Y015
+Global___ListEndpointsRequest: _TypeAlias = ListEndpointsRequest  # noqa: Y015
+
+@_typing.final
+class ListEndpointsResponse(_message.Message):
+    """ListEndpointsResponse is the response of ListEndpoints."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Endpoint]:
+        """The endpoints, in Launch's order."""
+
+    def __init__(
+        self,
+        *,
+        endpoints: _abc.Iterable[Global___Endpoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEndpointsResponse: _TypeAlias = ListEndpointsResponse  # noqa: Y015

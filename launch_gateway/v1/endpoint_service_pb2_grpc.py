@@ -65,6 +65,11 @@ class EndpointServiceStub:
                 request_serializer=launch__gateway_dot_v1_dot_endpoint__service__pb2.GetEndpointRequest.SerializeToString,
                 response_deserializer=launch__gateway_dot_v1_dot_endpoint__service__pb2.GetEndpointResponse.FromString,
                 _registered_method=True)
+        self.ListEndpoints = channel.unary_unary(
+                '/launch_gateway.v1.EndpointService/ListEndpoints',
+                request_serializer=launch__gateway_dot_v1_dot_endpoint__service__pb2.ListEndpointsRequest.SerializeToString,
+                response_deserializer=launch__gateway_dot_v1_dot_endpoint__service__pb2.ListEndpointsResponse.FromString,
+                _registered_method=True)
 
 
 class EndpointServiceServicer:
@@ -117,6 +122,15 @@ class EndpointServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEndpoints(self, request, context):
+        """ListEndpoints lists the endpoints the caller may call (GET /v1/model-endpoints without a name,
+        the Launch client's list_model_endpoints): Launch's list, less the endpoints outside the
+        caller's tenant's allowed endpoints.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EndpointServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +163,11 @@ def add_EndpointServiceServicer_to_server(servicer, server):
                     servicer.GetEndpoint,
                     request_deserializer=launch__gateway_dot_v1_dot_endpoint__service__pb2.GetEndpointRequest.FromString,
                     response_serializer=launch__gateway_dot_v1_dot_endpoint__service__pb2.GetEndpointResponse.SerializeToString,
+            ),
+            'ListEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEndpoints,
+                    request_deserializer=launch__gateway_dot_v1_dot_endpoint__service__pb2.ListEndpointsRequest.FromString,
+                    response_serializer=launch__gateway_dot_v1_dot_endpoint__service__pb2.ListEndpointsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +333,33 @@ class EndpointService:
             '/launch_gateway.v1.EndpointService/GetEndpoint',
             launch__gateway_dot_v1_dot_endpoint__service__pb2.GetEndpointRequest.SerializeToString,
             launch__gateway_dot_v1_dot_endpoint__service__pb2.GetEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/launch_gateway.v1.EndpointService/ListEndpoints',
+            launch__gateway_dot_v1_dot_endpoint__service__pb2.ListEndpointsRequest.SerializeToString,
+            launch__gateway_dot_v1_dot_endpoint__service__pb2.ListEndpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,11 @@ class EndpointServiceStub:
     """
     GetEndpoint: _grpc.UnaryUnaryMultiCallable[_endpoint_service_pb2.GetEndpointRequest, _endpoint_service_pb2.GetEndpointResponse]
     """GetEndpoint describes an endpoint by name: its id, kind and status (GET /v1/model-endpoints)."""
+    ListEndpoints: _grpc.UnaryUnaryMultiCallable[_endpoint_service_pb2.ListEndpointsRequest, _endpoint_service_pb2.ListEndpointsResponse]
+    """ListEndpoints lists the endpoints the caller may call (GET /v1/model-endpoints without a name,
+    the Launch client's list_model_endpoints): Launch's list, less the endpoints outside the
+    caller's tenant's allowed endpoints.
+    """
 
 @_typing.type_check_only
 class EndpointServiceAsyncStub(EndpointServiceStub):
@@ -81,6 +86,11 @@ class EndpointServiceAsyncStub(EndpointServiceStub):
     """
     GetEndpoint: _aio.UnaryUnaryMultiCallable[_endpoint_service_pb2.GetEndpointRequest, _endpoint_service_pb2.GetEndpointResponse]  # type: ignore[assignment]
     """GetEndpoint describes an endpoint by name: its id, kind and status (GET /v1/model-endpoints)."""
+    ListEndpoints: _aio.UnaryUnaryMultiCallable[_endpoint_service_pb2.ListEndpointsRequest, _endpoint_service_pb2.ListEndpointsResponse]  # type: ignore[assignment]
+    """ListEndpoints lists the endpoints the caller may call (GET /v1/model-endpoints without a name,
+    the Launch client's list_model_endpoints): Launch's list, less the endpoints outside the
+    caller's tenant's allowed endpoints.
+    """
 
 class EndpointServiceServicer(metaclass=_abc_1.ABCMeta):
     """EndpointService calls Launch model endpoints of the three kinds: sync, async and streaming."""
@@ -139,5 +149,16 @@ class EndpointServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_endpoint_service_pb2.GetEndpointResponse, _abc.Awaitable[_endpoint_service_pb2.GetEndpointResponse]]:
         """GetEndpoint describes an endpoint by name: its id, kind and status (GET /v1/model-endpoints)."""
+
+    @_abc_1.abstractmethod
+    def ListEndpoints(
+        self,
+        request: _endpoint_service_pb2.ListEndpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_endpoint_service_pb2.ListEndpointsResponse, _abc.Awaitable[_endpoint_service_pb2.ListEndpointsResponse]]:
+        """ListEndpoints lists the endpoints the caller may call (GET /v1/model-endpoints without a name,
+        the Launch client's list_model_endpoints): Launch's list, less the endpoints outside the
+        caller's tenant's allowed endpoints.
+        """
 
 def add_EndpointServiceServicer_to_server(servicer: EndpointServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
