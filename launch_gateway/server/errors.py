@@ -35,6 +35,11 @@ else that escapes a handler is a bug and becomes INTERNAL there. Callers test th
 
     ConfigError (a ValueError)      the configuration has problems: not an RPC's failure but the process's
 
+Messages never carry caller input unbounded: whatever the caller sent goes in through `shown`, and
+every message is capped at `MAX_MESSAGE_BYTES` where its error is made, so the boundary never sends
+a `grpc-message` (nor a status in the details trailer) that clients refuse for its size. Retry
+delays are bounded where every error is made (`bounded_retry_delay`), whatever their source.
+
 This module is pure: it imports neither grpc nor aiohttp. `Code` mirrors grpc.StatusCode by
 name and value so the boundary converts with `grpc.StatusCode[code.name]`.
 """
@@ -43,8 +48,35 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
+
+MAX_RETRY_DELAY = 3600.0  # seconds: a longer Retry-After (Launch's or anyone's) is told as this
+MAX_MESSAGE_BYTES = 1024  # a status message's UTF-8 bytes; grpc-message and the details trailer stay small
+SHOWN_CHARACTERS = 64  # of a caller's value quoted in a message
+
+
+def shown(value: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """A caller's value as a message quotes it: repr, cut to `limit` characters with the full length said."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def bounded_message(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """`message` cut to at most `limit` UTF-8 bytes (at a character boundary), marked when cut."""
+    encoded = message.encode("utf-8", "replace")
+    if len(encoded) <= limit:
+        return message
+    return encoded[: limit - 4].decode("utf-8", "ignore") + " ..."
+
+
+def bounded_retry_delay(seconds: float | None) -> float | None:
+    """A retry delay callers can be given: at most `MAX_RETRY_DELAY`; negative or non-finite is no delay."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, MAX_RETRY_DELAY)
 
 
 class Code(enum.IntEnum):
@@ -72,16 +104,17 @@ class Code(enum.IntEnum):
 class GatewayError(Exception):
     """An expected failure: the RPC ends with the class's `code` and `message`.
 
-    `retry_after` (seconds) becomes a google.rpc.RetryInfo detail; `http_status` is the upstream
-    status that caused the error, if any, and is reported in a google.rpc.ErrorInfo detail.
+    `retry_after` (seconds, bounded by `bounded_retry_delay`) becomes a google.rpc.RetryInfo detail;
+    `http_status` is the upstream status that caused the error, if any, and is reported in a
+    google.rpc.ErrorInfo detail.
     """
 
     code: Code = Code.UNKNOWN
 
     def __init__(self, message: str, *, retry_after: float | None = None, http_status: int | None = None) -> None:
         super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
+        self.message = bounded_message(message)  # what the boundary sends, whatever a message quotes
+        self.retry_after = bounded_retry_delay(retry_after)
         self.http_status = http_status
 
     def __repr__(self) -> str:
@@ -296,11 +329,12 @@ def error_from_http(
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header given as delta-seconds; None when absent or a date."""
+    """Seconds from a Retry-After header given as delta-seconds, bounded (`bounded_retry_delay`); None
+    when absent, a date, negative or not finite."""
     if not value:
         return None
     try:
         seconds = float(value.strip())
     except ValueError:
         return None
-    return seconds if seconds >= 0 else None
+    return bounded_retry_delay(seconds)

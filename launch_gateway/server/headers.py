@@ -8,6 +8,11 @@
   and `tracestate`: `observability.tracing`); other metadata stays at the gateway. A request id is used only when it is
   plain (`usable_request_id`: letters, digits and `._:-`, at most 128 characters): it goes into log
   lines, where anything else could pass for fields of its own; otherwise the gateway makes one.
+- What passes on is checked, not cut: `traceparent` must be W3C Trace Context (lower-case hex
+  version-traceid-parentid-flags, no all-zero ids, version `ff` never), `tracestate` a W3C list of at
+  most 32 `key=value` members in at most `TRACESTATE_MAX_LENGTH` characters, and an API key at most
+  `MAX_API_KEY_LENGTH` characters (forwarded keys are kept, in the credential cache); anything else is
+  INVALID_ARGUMENT naming the metadata key, so no control or 8-bit character reaches an HTTP header.
 Pure: no grpc, no aiohttp.
 """
 
@@ -18,7 +23,20 @@ import binascii
 import re
 from collections.abc import Iterable, Mapping
 
+from launch_gateway.server.errors import InvalidArgument
+
 PASSED_THROUGH = ("x-request-id", "traceparent", "tracestate")
+MAX_API_KEY_LENGTH = 512  # characters of a caller's API key
+TRACEPARENT_MAX_LENGTH = 512  # characters: version 00 has 55, a later version may say more
+TRACESTATE_MAX_LENGTH = 512  # characters: what W3C asks every vendor to pass on
+TRACESTATE_MAX_MEMBERS = 32
+_HEX = "[0-9a-f]"
+_TRACEPARENT = re.compile(rf"({_HEX}{{2}})-({_HEX}{{32}})-({_HEX}{{16}})-{_HEX}{{2}}(-[\x21-\x7e]*)?")
+_KEY_CHARACTER = r"[a-z0-9_\-*/]"
+_TRACESTATE_MEMBER = re.compile(
+    rf"(?:[a-z]{_KEY_CHARACTER}{{0,255}}|[a-z0-9]{_KEY_CHARACTER}{{0,240}}@[a-z]{_KEY_CHARACTER}{{0,13}})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+)
 REQUEST_ID_MAX = 128
 _REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{REQUEST_ID_MAX}}}")
 
@@ -50,10 +68,17 @@ def key_from_authorization(value: str | None) -> str | None:
 
 
 def presented_api_key(metadata: Metadata | None) -> str | None:
-    """The caller's API key: from `authorization`, else from `x-api-key`."""
-    return key_from_authorization(metadata_value(metadata, "authorization")) or (
-        metadata_value(metadata, "x-api-key") or None
-    )
+    """The caller's API key: from `authorization`, else from `x-api-key`; INVALID_ARGUMENT naming the
+    key when it is longer than `MAX_API_KEY_LENGTH`."""
+    for name, key in (
+        ("authorization", key_from_authorization(metadata_value(metadata, "authorization"))),
+        ("x-api-key", metadata_value(metadata, "x-api-key")),
+    ):
+        if key and len(key) > MAX_API_KEY_LENGTH:
+            raise InvalidArgument(name, f"the API key is longer than {MAX_API_KEY_LENGTH} characters")
+        if key:
+            return key
+    return None
 
 
 def basic_authorization(api_key: str) -> str:
@@ -62,12 +87,44 @@ def basic_authorization(api_key: str) -> str:
 
 
 def passed_through_headers(metadata: Metadata | None) -> Mapping[str, str]:
-    """The tracing headers to send upstream, taken from the call's metadata."""
+    """The tracing headers to send upstream, taken from the call's metadata and checked
+    (`check_traceparent`, `check_tracestate`; several tracestate values are one list)."""
     headers: dict[str, str] = {}
     for name, value in metadata or ():
-        if name in PASSED_THROUGH and not isinstance(value, bytes):
-            headers[name] = value
+        if name not in PASSED_THROUGH or isinstance(value, bytes):
+            continue
+        if name == "traceparent" and name in headers:
+            raise InvalidArgument(name, "given more than once")
+        headers[name] = f"{headers[name]},{value}" if name == "tracestate" and name in headers else value
+    if "traceparent" in headers:
+        check_traceparent(headers["traceparent"])
+    if "tracestate" in headers:
+        check_tracestate(headers["tracestate"])
     return headers
+
+
+def check_traceparent(value: str) -> None:
+    """INVALID_ARGUMENT unless `value` is a W3C traceparent (Trace Context level 1, section 3.2)."""
+    match = _TRACEPARENT.fullmatch(value) if len(value) <= TRACEPARENT_MAX_LENGTH else None
+    version, trace_id, parent_id, rest = match.groups() if match else ("", "", "", None)
+    if not match or version == "ff" or (version == "00" and rest is not None):
+        raise InvalidArgument("traceparent", "not a W3C traceparent (version-traceid-parentid-flags in lower-case hex)")
+    if not trace_id.strip("0") or not parent_id.strip("0"):
+        raise InvalidArgument("traceparent", "the trace id and the parent id must not be all zeros")
+
+
+def check_tracestate(value: str) -> None:
+    """INVALID_ARGUMENT unless `value` is a W3C tracestate list (section 3.3) within our limits."""
+    if len(value) > TRACESTATE_MAX_LENGTH:
+        raise InvalidArgument("tracestate", f"longer than {TRACESTATE_MAX_LENGTH} characters")
+    members = [member.strip(" \t") for member in value.split(",")]
+    members = [member for member in members if member]  # empty members are allowed, and dropped
+    if len(members) > TRACESTATE_MAX_MEMBERS:
+        raise InvalidArgument("tracestate", f"more than {TRACESTATE_MAX_MEMBERS} list members")
+    if not all(_TRACESTATE_MEMBER.fullmatch(member) for member in members):
+        raise InvalidArgument("tracestate", "not a W3C tracestate list (key=value members separated by commas)")
+    if len({member.partition("=")[0] for member in members}) != len(members):
+        raise InvalidArgument("tracestate", "a key is given more than once")
 
 
 def usable_request_id(value: str | None) -> str | None:

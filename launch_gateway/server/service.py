@@ -21,7 +21,6 @@ from launch_gateway.server.access.tenants import Subject
 from launch_gateway.server.admission import Admission, Caller, Edge, Gate
 from launch_gateway.server.clock import Clock
 from launch_gateway.server.errors import (
-    InvalidArgument,
     NotFound,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -35,6 +34,10 @@ from launch_gateway.server.upstream.endpoints import EndpointDirectory
 from launch_gateway.server.upstream.launch_api import LaunchAPI, UpstreamCall
 from launch_gateway.server.upstream.stream_relay import relay
 from launch_gateway.server.upstream.translate import (
+    check_endpoint_name,
+    check_task_id,
+    check_upstream_task_id,
+    is_upstream_task_id,
     kind_name,
     to_endpoint_response,
     to_upstream_body,
@@ -176,11 +179,11 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
     @staticmethod
     def _task(edge: Edge, caller: Caller, task_id: str) -> TaskRef:
         """The task a handle names; another tenant's handle is NOT_FOUND, so its existence is not revealed."""
-        if not task_id:
-            raise InvalidArgument("task_id", "must not be empty")
+        check_task_id(task_id)
         task = edge.handles.verify(task_id) if edge.handles else TaskRef("", "", task_id)
         if task.tenant != caller.name:
             raise NotFound("task not found")
+        check_upstream_task_id(task.upstream_id)  # in open mode the caller's own: it goes into the URL path
         return task
 
     def _authorize(self, caller: Caller, endpoint: str | None, record: CallRecord) -> str | None:
@@ -263,6 +266,8 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                 return await self._api.submit_async(endpoint.id, body, scope.call)
 
             upstream_id = await self._on_endpoint("SubmitAsync", name, _ASYNC_KINDS, scope, submit)
+            if not is_upstream_task_id(upstream_id):  # it could not be polled
+                raise UpstreamProtocolError("upstream POST /v1/async-tasks answered a task_id that is not one")
             handles = scope.edge.handles
             task_id = handles.issue(TaskRef(scope.caller.name, name, upstream_id)) if handles else upstream_id
         return pb.SubmitAsyncResponse(task_id=task_id)
@@ -353,9 +358,7 @@ def _target(endpoint: str | None, task: TaskRef | None) -> str | None:
     """The endpoint an RPC calls: named by the request, or by the task's handle (None if it names none)."""
     if task is not None:
         return task.endpoint or None
-    if not endpoint:
-        raise InvalidArgument("endpoint_name", "must not be empty")
-    return endpoint
+    return check_endpoint_name(endpoint or "")
 
 
 def _stream_message(data: bytes) -> pb.StreamPredictResponse:

@@ -3,7 +3,9 @@
 The Launch client looks an endpoint up before every call; the gateway keeps each answer for
 `ttl` seconds, so a call costs one upstream request, not two. Concurrent misses for one name share
 one lookup. Entries are per credential scope, because Launch scopes names to the caller's team, and
-an entry is dropped when a task route answers 404 (the endpoint was deleted or re-created).
+an entry is dropped when a task route answers 404 (the endpoint was deleted or re-created). At most
+`MAX_ENTRIES` are kept (names are at most `translate.MAX_ENDPOINT_NAME_LENGTH` characters): a full
+cache drops what has expired, then the oldest.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from launch_gateway.server.upstream.translate import endpoint_from_record
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 
 CacheKey = tuple[str, str]  # (credential scope, endpoint name)
+MAX_ENTRIES = 4096
 
 
 @dataclass
@@ -80,7 +83,12 @@ class EndpointDirectory:
             self._entries.pop(key, None)
             raise NotFound(f"endpoint {key[1]!r} not found")
         endpoint = endpoint_from_record(record)
-        self._entries[key] = _Entry(endpoint, self._clock.now() + self._ttl)
+        now = self._clock.now()
+        if len(self._entries) >= MAX_ENTRIES and key not in self._entries:
+            self._entries = {k: e for k, e in self._entries.items() if e.expires > now}
+            if len(self._entries) >= MAX_ENTRIES:
+                del self._entries[next(iter(self._entries))]
+        self._entries[key] = _Entry(endpoint, now + self._ttl)
         return endpoint
 
     def forget(self, name: str, scope: str = "") -> None:

@@ -114,6 +114,8 @@ class _Outcome:
 Observer = Callable[[str, str, float], None]  # (route template, HTTP status or "error", seconds)
 
 RETRIED_STATUSES = frozenset({502, 503, 504})
+_URL_ENTRIES = 1024  # the URL cache: at most this many entries...
+_URL_KEY_CHARS = 512  # ...of at most this many characters of route and query each
 
 
 @dataclass(frozen=True)
@@ -218,14 +220,20 @@ class LaunchAPI:
         connect = self._connect_timeout if total is None else min(self._connect_timeout, total)
         return aiohttp.ClientTimeout(total=total, connect=connect, sock_read=sock_read)
 
-    def _url(self, route: str, params: Mapping[str, str]) -> URL:
-        """The request URL, built once per route and query: parsing and encoding it per call is waste."""
+    def _url(self, route: str, params: Mapping[str, str], cached: bool = True) -> URL:
+        """The request URL, built once per route and query: parsing and encoding it per call is waste.
+
+        Bounded in bytes, not only in entries: a key longer than `_URL_KEY_CHARS` is built and not kept,
+        and a URL used once (a task's poll: `cached=False`) is never kept.
+        """
         key = (route, *(f"{k}={v}" for k, v in params.items()))
         url = self._urls.get(key)
         if url is None:
-            if len(self._urls) >= 4096:  # task ids make polls' URLs unique: keep the cache bounded
-                self._urls.clear()
-            url = self._urls[key] = URL(self._base + route).with_query(params)
+            url = URL(self._base + route).with_query(params)
+            if cached and sum(map(len, key)) <= _URL_KEY_CHARS:
+                if len(self._urls) >= _URL_ENTRIES:
+                    self._urls.clear()
+                self._urls[key] = url
         return url
 
     async def _attempts(self, call: UpstreamCall, idempotent: bool, send: Callable[[float, int], Awaitable[T]]) -> T:
@@ -322,7 +330,7 @@ class LaunchAPI:
                 with self._exchange(method, route, template or route, budget, attempt) as outcome:
                     async with self.session.request(
                         method,
-                        self._url(route, params),
+                        self._url(route, params, cached=template is None),  # a templated route is one task's
                         data=body,
                         headers=outcome.headers(call, _JSON_HEADERS),
                         timeout=self._timeout(budget),

@@ -4,6 +4,10 @@ Requests: an `EndpointRequest` becomes the JSON body of a task route, checked fi
 error names the field's path, e.g. `request.args.n`). Struct numbers that are integral and within
 +/-2^53 go upstream as JSON integers, as Go's, JavaScript's and C++'s JSON printers write them, so a
 predict function that wants an int gets one; `args_json` is spliced into the body byte for byte.
+Caller input is bounded: `args` and `args_json` nest at most `MAX_JSON_DEPTH` levels (deeper JSON
+would exhaust a parser's recursion, here or upstream), endpoint names and task ids have a maximum
+length, and a task id sent upstream must look like one (`check_upstream_task_id`: no dot segments,
+nothing that leaves its path segment).
 
 Responses: Launch wraps a predict function's value differently per bundle type (launch-http-api.md
 §4). `result` in our `EndpointResponse` is always JSON text of the value itself:
@@ -16,19 +20,28 @@ Responses: Launch wraps a predict function's value differently per bundle type (
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2, struct_pb2
 
-from launch_gateway.server.errors import InvalidArgument, UpstreamProtocolError
+from launch_gateway.server.errors import SHOWN_CHARACTERS, InvalidArgument, UpstreamProtocolError, shown
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 
 MAX_SAFE_INTEGER = 2**53
 MAX_URL_LENGTH = 8192
+MAX_JSON_DEPTH = 64  # nested arrays and objects in args and args_json
+MAX_ENDPOINT_NAME_LENGTH = 128  # characters (Launch's own names are at most 63)
+MAX_TASK_ID_LENGTH = 4096  # characters of a task_id as callers send it: a handle (access.handles.MAX_HANDLE_LENGTH)
+MAX_UPSTREAM_TASK_ID_LENGTH = 256  # characters of Launch's own task id (a Celery UUID has 36)
+# Letters, digits and ._:-, starting with a letter or a digit: never a dot segment, always one path segment.
+_UPSTREAM_TASK_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{MAX_UPSTREAM_TASK_ID_LENGTH - 1}}}")
+_MAX_PATH_CHARACTERS = 256  # a field path in a message: past it, the innermost parts are left out
 MAX_DURATION_SECONDS = 315_576_000_000  # google.protobuf.Duration's range: about 10,000 years either way
 _MAX_DURATION_NANOS = 999_999_999
 
@@ -67,17 +80,74 @@ def endpoint_from_record(record: Mapping[str, Any]) -> pb.Endpoint:
 # --- requests ---------------------------------------------------------------------------------
 
 
-def struct_to_python(struct: struct_pb2.Struct, path: str) -> dict[str, Any]:
-    """A Struct as Python values, integral numbers within +/-2^53 as ints."""
-    return {key: _value_to_python(value, _member(path, key)) for key, value in struct.fields.items()}
+def check_endpoint_name(name: str, field: str = "endpoint_name") -> str:
+    """`name`, or INVALID_ARGUMENT naming `field` when it is empty or longer than `MAX_ENDPOINT_NAME_LENGTH`."""
+    if not name:
+        raise InvalidArgument(field, "must not be empty")
+    if len(name) > MAX_ENDPOINT_NAME_LENGTH:
+        raise InvalidArgument(field, f"longer than {MAX_ENDPOINT_NAME_LENGTH} characters")
+    return name
+
+
+def check_task_id(task_id: str, field: str = "task_id") -> str:
+    """`task_id` as a caller sent it (a handle, or in open mode Launch's id), or INVALID_ARGUMENT naming
+    `field` when it is empty or longer than `MAX_TASK_ID_LENGTH`."""
+    if not task_id:
+        raise InvalidArgument(field, "must not be empty")
+    if len(task_id) > MAX_TASK_ID_LENGTH:
+        raise InvalidArgument(field, f"longer than {MAX_TASK_ID_LENGTH} characters")
+    return task_id
+
+
+def is_upstream_task_id(task_id: str) -> bool:
+    """Whether `task_id` looks like Launch's: letters, digits and `._:-`, starting with a letter or a digit,
+    at most `MAX_UPSTREAM_TASK_ID_LENGTH` characters. So `..` and `.` never become dot segments."""
+    return _UPSTREAM_TASK_ID.fullmatch(task_id) is not None
+
+
+def check_upstream_task_id(task_id: str, field: str = "task_id") -> str:
+    """`task_id` if `is_upstream_task_id`, else INVALID_ARGUMENT naming `field`."""
+    if not is_upstream_task_id(task_id):
+        raise InvalidArgument(
+            field,
+            "not a task id (letters, digits and ._:-, starting with a letter or a digit, "
+            f"at most {MAX_UPSTREAM_TASK_ID_LENGTH} characters)",
+        )
+    return task_id
+
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def nests_deeper(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests arrays and objects more than `limit` deep, found without parsing it
+    (strings skipped; unclosed brackets count): deep enough JSON exhausts any recursive parser."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
+
+
+def struct_to_python(struct: struct_pb2.Struct, path: str, depth: int = 1) -> dict[str, Any]:
+    """A Struct as Python values, integral numbers within +/-2^53 as ints; at most `MAX_JSON_DEPTH` deep."""
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidArgument(path, f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return {key: _value_to_python(value, _member(path, key), depth) for key, value in struct.fields.items()}
 
 
 def _member(path: str, key: str) -> str:
-    """`path.key`, or `path["key"]` when the key is not a plain name (empty, dotted, spaced...)."""
+    """`path.key`, or `path["key"]` when the key is not a plain name (empty, dotted, spaced...); a long key
+    is cut (`errors.shown`), and a path past `_MAX_PATH_CHARACTERS` grows no further."""
+    if len(path) > _MAX_PATH_CHARACTERS:
+        return path if path.endswith("...") else f"{path}..."
+    if len(key) > SHOWN_CHARACTERS:
+        return f"{path}[{shown(key)}]"
     return f"{path}.{key}" if key.isidentifier() else f"{path}[{json.dumps(key)}]"
 
 
-def _value_to_python(value: struct_pb2.Value, path: str) -> Any:
+def _value_to_python(value: struct_pb2.Value, path: str, depth: int) -> Any:
     kind = value.WhichOneof("kind")
     if kind == "number_value":
         number = value.number_value
@@ -91,9 +161,11 @@ def _value_to_python(value: struct_pb2.Value, path: str) -> Any:
     if kind == "bool_value":
         return value.bool_value
     if kind == "struct_value":
-        return struct_to_python(value.struct_value, path)
+        return struct_to_python(value.struct_value, path, depth + 1)
     if kind == "list_value":
-        return [_value_to_python(item, f"{path}[{i}]") for i, item in enumerate(value.list_value.values)]
+        if depth + 1 > MAX_JSON_DEPTH:
+            raise InvalidArgument(path, f"nested deeper than {MAX_JSON_DEPTH} levels")
+        return [_value_to_python(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value.list_value.values)]
     return None  # null_value, or a Value with no kind set, which JSON printers write as null
 
 
@@ -157,6 +229,8 @@ def to_upstream_body(request: pb.EndpointRequest, kind: pb.EndpointKind.ValueTyp
         body["args"] = struct_to_python(request.args, "request.args")
     elif which == "args_json":
         raw_args = request.args_json
+        if nests_deeper(raw_args):
+            raise InvalidArgument("request.args_json", f"nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             parsed = json.loads(raw_args)
         except ValueError as exc:
