@@ -103,7 +103,7 @@ class SyncEndpoint(Endpoint):
         """Runs a synchronous prediction request."""
         message = pb.PredictRequest(endpoint_name=self.model_endpoint.name, request=request.to_proto())
         reply = await self.client.call(self.client.stub.Predict, message)
-        return EndpointResponse.from_proto(self.client, reply.response)
+        return EndpointResponse.from_proto(self.client, reply.response, "sync", self.client.results)
 
 
 class AsyncEndpoint(Endpoint):
@@ -155,7 +155,7 @@ class EndpointResponseFuture:
         for wait in long_polls(timeout, self.async_task_id):
             request = wait_request(self.async_task_id, wait)
             reply = await self.client.call(self.client.stub.WaitAsyncTask, request, wait + DEADLINE_SLACK)
-            response = finished(self.client, reply.response)
+            response = finished(self.client, reply.response, self.client.results)
             if response is not None:
                 return response
         raise AssertionError("long_polls ends by raising")  # pragma: no cover
@@ -184,7 +184,8 @@ class EndpointResponseStream(AsyncIterator[EndpointResponse]):
             if self.response.cancelled():
                 raise StopAsyncIteration from None  # we closed it
             raise
-        return EndpointResponse.from_proto(self.client, message.response)
+        form = self.client.results if self.client is not None else "json"
+        return EndpointResponse.from_proto(self.client, message.response, "stream", form)
 
     def close(self) -> None:
         """Cancel the call; the gateway cancels the upstream stream."""

@@ -6,7 +6,8 @@
 
 Moving from the Launch client means changing its constructor for this one; the endpoint, request,
 response, future and stream objects behave as the Launch client's do, except that futures wait with
-server-side long polls (WaitAsyncTask) instead of sleeping 2 s between polls.
+server-side long polls (WaitAsyncTask) instead of sleeping 2 s between polls. With `results="launch"` each
+response's `result` has the Launch client's shape too (docs/sdk.md lists what still differs).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class SyncEndpoint(Endpoint):
         """Runs a synchronous prediction request."""
         message = pb.PredictRequest(endpoint_name=self.model_endpoint.name, request=request.to_proto())
         reply = self.client.call(self.client.stub.Predict, message)
-        return EndpointResponse.from_proto(self.client, reply.response)
+        return EndpointResponse.from_proto(self.client, reply.response, "sync", self.client.results)
 
 
 class AsyncEndpoint(Endpoint):
@@ -182,7 +183,7 @@ class EndpointResponseFuture:
             reply = self.client.call(
                 self.client.stub.WaitAsyncTask, wait_request(self.async_task_id, wait), wait + DEADLINE_SLACK
             )
-            response = finished(self.client, reply.response)
+            response = finished(self.client, reply.response, self.client.results)
             if response is not None:
                 return response
         raise AssertionError("long_polls ends by raising")  # pragma: no cover
@@ -210,7 +211,8 @@ class EndpointResponseStream(Iterator[EndpointResponse]):
             if error.code == grpc.StatusCode.CANCELLED and self.response.cancelled():
                 raise StopIteration from None  # we closed it
             raise error from None
-        return EndpointResponse.from_proto(self.client, message.response)
+        form = self.client.results if self.client is not None else "json"
+        return EndpointResponse.from_proto(self.client, message.response, "stream", form)
 
     def close(self) -> None:
         """Cancel the call; the gateway cancels the upstream stream."""

@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 
+from launch_gateway.client.results import ResultForm, check_result_form
+
 SERVICE = "launch_gateway.v1.EndpointService"
 RETRIED_METHODS = ("GetAsyncTask", "WaitAsyncTask", "GetEndpoint")
 
@@ -94,6 +96,8 @@ class ClientBase:
         client_certificate, client_key: mTLS client identity (PEM bytes or file paths).
         timeout: default deadline in seconds for each call (None: no deadline).
         metadata: extra metadata for every call; options: extra gRPC channel options.
+        results: "json" (the default): every `result` is JSON text of the value; "launch": each
+            call's `result` and `result_url` as the Launch client gives them (`client.results`).
     """
 
     def __init__(
@@ -108,7 +112,9 @@ class ClientBase:
         timeout: float | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         options: Sequence[tuple[str, Any]] = (),
+        results: ResultForm = "json",
     ) -> None:
+        self.results: ResultForm = check_result_form(results)
         self.settings = ChannelSettings(
             target, api_key, tls, root_certificates, client_certificate, client_key, timeout, metadata, options
         )

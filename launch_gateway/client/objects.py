@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
+from launch_gateway.client.results import CallKind, ResultForm, shape_result
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 
 log = logging.getLogger("launch_gateway.client")
@@ -137,7 +138,9 @@ class EndpointResponse:
         client: The client that made the request.
         status: "SUCCESS", "FAILURE", "PENDING", "STARTED" or "UNDEFINED".
         result_url: A url of the pickled return value (when the request set return_pickled).
-        result: The serialized return value in JSON: ``json.loads(result)`` gives the object back.
+        result: The serialized return value in JSON: ``json.loads(result)`` gives the object back;
+            with ``GatewayClient(..., results="launch")`` the Launch client's shape for the call
+            instead (``launch_gateway.client.results``).
         traceback: The stack trace if the inference endpoint raised an error.
         status_code: The model's own HTTP status code, when Launch reports one.
     """
@@ -147,7 +150,7 @@ class EndpointResponse:
         client: Any,
         status: str,
         result_url: str | None = None,
-        result: str | None = None,
+        result: Any = None,
         traceback: str | None = None,
         status_code: int | None = None,
     ) -> None:
@@ -166,12 +169,23 @@ class EndpointResponse:
     __repr__ = __str__
 
     @classmethod
-    def from_proto(cls, client: Any, message: pb.EndpointResponse) -> EndpointResponse:
+    def from_proto(
+        cls, client: Any, message: pb.EndpointResponse, call: CallKind = "sync", form: ResultForm = "json"
+    ) -> EndpointResponse:
+        """The response to one `call`, its result in `form` (the gateway's JSON text, or Launch's shapes)."""
+        status = STATUS_NAMES.get(message.status, "UNDEFINED")
+        result, result_url = shape_result(
+            form,
+            call,
+            status,
+            message.result if message.HasField("result") else None,
+            message.result_url if message.HasField("result_url") else None,
+        )
         return cls(
             client,
-            STATUS_NAMES.get(message.status, "UNDEFINED"),
-            result_url=message.result_url if message.HasField("result_url") else None,
-            result=message.result if message.HasField("result") else None,
+            status,
+            result_url=result_url,
+            result=result,
             traceback=message.traceback if message.HasField("traceback") else None,
             status_code=message.status_code if message.HasField("status_code") else None,
         )
@@ -200,9 +214,9 @@ class ModelEndpoint:
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "UNDEFINED"})
 
 
-def finished(client: Any, message: pb.EndpointResponse) -> EndpointResponse | None:
+def finished(client: Any, message: pb.EndpointResponse, form: ResultForm = "json") -> EndpointResponse | None:
     """The response when the task is over, None while it runs; UNDEFINED raises, as in Launch."""
-    response = EndpointResponse.from_proto(client, message)
+    response = EndpointResponse.from_proto(client, message, "async", form)
     if response.status == "UNDEFINED":
         raise ValueError(f"Unrecognized status: {response.status}")
     return response if response.status in TERMINAL else None
