@@ -127,7 +127,7 @@ def nests_deeper(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     if text.count("[") + text.count("{") <= limit:
         return False
     brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
-    return max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
+    return any(depth > limit for depth in itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)))
 
 
 def struct_to_python(struct: struct_pb2.Struct, path: str, depth: int = 1) -> dict[str, Any]:
