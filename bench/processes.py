@@ -209,6 +209,8 @@ def gateway_config(upstream_url: str, **sections: Mapping[str, Any]) -> str:
         "log": {"access": False},
     }
     tenants = dict(sections.pop("tenants", {}))
+    if not tenants:  # a file without tenants must ask for open mode
+        values["auth"] = {"open": True}
     for section, table in sections.items():
         values.setdefault(section, {}).update(table)
     lines: list[str] = []

@@ -56,30 +56,38 @@ async def until_signalled(stop: Callable[[], Awaitable[None]], announce: Callabl
     await stop()
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    """The config file, then LAUNCH_GATEWAY_* variables, then flags (`--<setting> VALUE` or a short alias)."""
-    from launch_gateway.server.settings import load_settings, setting_names
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags' settings (`--<setting> VALUE` or a short alias), by dotted name; None where not given."""
+    from launch_gateway.server.settings import setting_names
 
     overrides = {name: getattr(args, _dest(name)) for name in setting_names()}
     aliases = {"upstream.url": args.upstream, "upstream.auth": args.upstream_auth, "server.host": args.host}
     aliases["server.port"] = args.port
     aliases["server.workers"] = args.workers
     overrides.update({k: v for k, v in aliases.items() if v is not None})
-    return load_settings(args.config, env=os.environ, overrides=overrides)
+    return overrides
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The config file, then LAUNCH_GATEWAY_* variables, then flags."""
+    from launch_gateway.server.settings import load_settings
+
+    return load_settings(args.config, env=os.environ, overrides=overrides_from(args))
 
 
 def _dest(name: str) -> str:
     return "set_" + name.replace(".", "_")
 
 
-async def serve(settings: Settings, config_path: str | None) -> int:
+async def serve(settings: Settings, config_path: str | None, overrides: dict[str, Any] | None = None) -> int:
     from launch_gateway.server.app import GatewayServer
     from launch_gateway.server.observability.logs import flush_logs
 
-    gateway = GatewayServer(settings, env=os.environ, config_path=config_path)
+    # The flags are applied again on every reload, as at start.
+    gateway = GatewayServer(settings, env=os.environ, config_path=config_path, overrides=overrides)
     await gateway.start()
     tenants = len(settings.tenants)
-    who = f"{tenants} tenant{'s' if tenants != 1 else ''}" if tenants else "open mode"
+    who = "open mode" if settings.open_mode else f"{tenants} tenant{'s' if tenants != 1 else ''}"
     metrics = f"; metrics on {gateway.ops.url}/metrics" if gateway.ops else ""
     line = f"launch-gateway listening on {gateway.address} -> {settings.upstream.url} ({who}){metrics}"
     loop = asyncio.get_running_loop()
@@ -321,7 +329,7 @@ def run_command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
             serve_argv = list(sys.argv[1:] if argv is None else argv)
             return run(run_workers(settings, serve_argv, os.environ))
-        return run(serve(settings, args.config))
+        return run(serve(settings, args.config, overrides_from(args)))
     if args.command == "local-launch":
         return run(local_launch(args))
     if args.command == "demo":

@@ -23,7 +23,7 @@ def test_defaults_need_no_file() -> None:
 
 def test_file_then_env_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "gateway.toml"
-    path.write_text('[server]\nport = 1000\nhost = "0.0.0.0"\n[upstream]\nurl = "http://a"\n')
+    path.write_text('[server]\nport = 1000\nhost = "0.0.0.0"\n[upstream]\nurl = "http://a"\n[auth]\nopen = true\n')
     env = {env_var("server.port"): "2000", env_var("upstream.url"): "http://b"}
     settings = load_settings(path, env=env, overrides={"server.port": 3000, "upstream.url": None})
     assert settings.server.port == 3000

@@ -5,7 +5,8 @@ A reload builds a new one and swaps it in; an RPC keeps the Edge it started with
 per-RPC decisions against it, in this order, so that a caller learns no more than it may:
 
 1. identify: an API key (`authorization: Bearer`, or `x-api-key`) or a client certificate names a
-   tenant; none -> UNAUTHENTICATED. With no tenants configured the gateway is open (local use).
+   tenant; none -> UNAUTHENTICATED. In open mode (`Edge.open`: said by `auth.open`, or no config
+   file at all; never just an empty tenant list) every caller is accepted (local use).
 2. authorize: the endpoint must match one of the tenant's names or patterns -> PERMISSION_DENIED.
 3. limit: token buckets per tenant and per tenant and endpoint -> RESOURCE_EXHAUSTED with a retry
    delay; then a concurrency slot of the RPC's kind -> RESOURCE_EXHAUSTED at once, never a queue.
@@ -47,11 +48,12 @@ class Edge:
 
     tenants: TenantDirectory
     handles: TaskHandles | None  # None: task ids pass through unsigned (open mode without secrets)
-    open_mode: str  # upstream auth for open mode: "service" or "forward"
+    open: bool  # open mode: every caller accepted without a key (Settings.open_mode)
+    open_auth: str  # upstream auth in open mode: "service" or "forward"
     service_keys: Mapping[str, str | None]  # tenant name ("" in open mode) -> its Launch key
 
     def __repr__(self) -> str:
-        return f"Edge(tenants={sorted(self.tenants.tenants)}, handles={self.handles is not None})"
+        return f"Edge(tenants={sorted(self.tenants.tenants)}, open={self.open}, handles={self.handles is not None})"
 
 
 def _secret(path: str, env_name: str, env: Mapping[str, str], where: str, problems: list[str]) -> str | None:
@@ -73,7 +75,8 @@ def load_edge(settings: Settings, env: Mapping[str, str]) -> Edge:
             where = f"tenants.{tenant.name}.upstream_key_{'file' if tenant.upstream_key_file else 'env'}"
             key = _secret(tenant.upstream_key_file, tenant.upstream_key_env, env, where, problems)
             if key is None and not any(p.startswith(where) for p in problems):
-                problems.append(f"{where}: ${tenant.upstream_key_env} is not set")
+                missing = f"{tenant.upstream_key_file} is empty" if tenant.upstream_key_file else None
+                problems.append(f"{where}: {missing or f'${tenant.upstream_key_env} is not set'}")
             keys[tenant.name] = key
     limits = settings.limits
     if limits.backend == "redis" and not env.get(limits.redis_url_env):
@@ -88,10 +91,11 @@ def load_edge(settings: Settings, env: Mapping[str, str]) -> Edge:
         except ValueError as exc:
             problems.append(f"{where}: {exc}")
     elif settings.tenants and not any(p.startswith(where) for p in problems):
-        problems.append(f"{where}: tenants need task-handle secrets (${auth.handle_secrets_env} or a file)")
+        empty = f"{auth.handle_secrets_file} is empty: " if auth.handle_secrets_file else ""
+        problems.append(f"{where}: {empty}tenants need task-handle secrets (${auth.handle_secrets_env} or a file)")
     if problems:
         raise ConfigError(problems)
-    return Edge(TenantDirectory(settings.tenants), handles, settings.upstream.auth, keys)
+    return Edge(TenantDirectory(settings.tenants), handles, settings.open_mode, settings.upstream.auth, keys)
 
 
 @dataclass(frozen=True)
@@ -140,8 +144,8 @@ class Gate:
 
     def identify(self, edge: Edge, metadata: Metadata | None, subjects: Sequence[Subject]) -> Caller:
         key = presented_api_key(metadata)
-        if edge.tenants.open:
-            if edge.open_mode == "forward":
+        if edge.open:
+            if edge.open_auth == "forward":
                 if key is None:
                     raise Unauthenticated(
                         "authorization: this gateway forwards the caller's Launch API key; "

@@ -147,6 +147,7 @@ class GatewayServer:
         env: Mapping[str, str] | None = None,
         config_path: str | Path | None = None,
         clock: Clock | None = None,
+        overrides: Mapping[str, object] | None = None,
     ) -> None:
         self.settings = settings
         self._env = dict(env or {})
@@ -156,7 +157,7 @@ class GatewayServer:
         self.telemetry = Telemetry(
             self.metrics, endpoint_labels(settings), access_log=settings.log.access, tracing=self.tracing
         )
-        self.edges = EdgeSource(settings, self._env, config_path, on_reload=self._count_reload)
+        self.edges = EdgeSource(settings, self._env, config_path, on_reload=self._count_reload, overrides=overrides)
         self.metrics.tenants(self.edges().tenants.tenants)
         self.api = LaunchAPI(
             settings.upstream, self._clock, observe=self.telemetry.upstream_response, tracing=self.tracing
@@ -211,10 +212,10 @@ class GatewayServer:
         If any step fails, what was started is stopped again before the error propagates.
         """
         settings = self.settings
-        if self.edges().tenants.open:
+        if self.edges().open:
             log.warning(
-                "OPEN MODE: no tenants are configured, so every caller is accepted without an API key "
-                "and without limits. Configure [tenants.<name>] for anything but local use."
+                "OPEN MODE: every caller is accepted without an API key and without limits (no config file, "
+                "or auth.open = true). Configure [tenants.<name>] for anything but local use."
             )
         await self.api.start()
         server = grpc.aio.server(options=server_options(settings))

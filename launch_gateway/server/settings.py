@@ -7,7 +7,8 @@ a configuration in one pass (`ConfigError`): wrong types, unknown keys, ranges a
 values, each with its dotted name and the reason. Every default is stated once, here: the parts
 of the gateway take their section of these settings rather than restating them.
 Secrets are not settings: the config names where a secret comes from (an environment variable),
-never the secret itself.
+never the secret itself. A config file names its tenants or says `auth.open = true`: a file that is
+empty (for a moment, while it is rewritten) is refused, never read as open mode.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ class PollSettings:
 
 @dataclass(frozen=True)
 class AuthSettings:
-    """Where the task-handle secrets come from, and how often the config file is checked for changes."""
+    """Open mode, where the task-handle secrets come from, and how often the config file is checked for changes."""
 
+    open: bool = False  # open mode: any caller, no API key, the gateway's Launch key (local use); a file must say so
     handle_secrets_env: str = "LAUNCH_GATEWAY_HANDLE_SECRETS"  # comma-separated; the first one signs
     handle_secrets_file: str = ""  # alternative: one secret per line
     reload_interval: float = 2.0  # seconds between checks of the config file (SIGHUP reloads at once)
@@ -169,6 +171,12 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
     tenants: tuple[Tenant, ...] = ()
+
+    @property
+    def open_mode(self) -> bool:
+        """Every caller is accepted without a key: `auth.open = true`, or no config file at all (only a file
+        has tenants, and `load_settings` refuses a file without them unless it says `auth.open`)."""
+        return self.auth.open or not self.tenants
 
 
 def _sections() -> dict[str, type[Any]]:
@@ -383,17 +391,22 @@ def _check(s: Settings, problems: _Problems) -> None:
     mtls = any(t.mtls_subjects for t in s.tenants) and not client_ca
     why = "mtls_subjects need server.tls_client_ca_file (client certificates)"
     rule(mtls, "tenants", why, "server.tls_client_ca_file")
+    why = "open mode accepts every caller, so it cannot have tenants; remove auth.open or the [tenants.*] tables"
+    rule(s.auth.open and bool(s.tenants), "auth.open", why)
 
 
 def build_settings(
     file_values: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    *,
+    from_file: bool = False,
 ) -> Settings:
     """Settings from parsed TOML, then `env`, then `overrides` (dotted names; None means unset).
 
     Every problem is found in one pass and raised in one ConfigError: a refused value is reported and
-    left at its default, so that the ranges and the rules between values are still judged.
+    left at its default, so that the ranges and the rules between values are still judged. Values
+    `from_file` must have tenants or `auth.open = true`: without a file, no tenants is open mode.
     """
 
     def source(dotted: str, raw: Any) -> Any:
@@ -412,11 +425,16 @@ def build_settings(
             problems.refuse(section, f"must be a table ([{section}])")
             table = {}
         sections[section] = cls(**_fields(cls, section, table, problems, strings=True, source=source))
-    tenants = _tenants(file_values.pop("tenants", {}), problems)
+    tenant_tables = file_values.pop("tenants", {})
+    tenants = _tenants(tenant_tables, problems)
     for key in file_values:
         problems.refuse(key, "unknown section")
     settings = Settings(**sections, tenants=tenants)
     _check(settings, problems)
+    # An empty file (one being rewritten in place, `cat new > gateway.toml`) must never mean open mode.
+    why = "the file configures no tenants; add [tenants.<name>] tables, or set auth.open = true for open mode"
+    rule = problems.rule
+    rule(from_file and not tenant_tables and not settings.auth.open, "auth.open", why + " (any caller, no key)")
     if problems.found:
         raise ConfigError(problems.found)
     return settings
@@ -436,4 +454,4 @@ def load_settings(
             raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{path}: not valid TOML ({exc})"]) from exc
-    return build_settings(file_values, env, overrides)
+    return build_settings(file_values, env, overrides, from_file=path is not None)

@@ -21,7 +21,7 @@ from tests.serving import ServeFactory
 
 async def test_serve_listens_answers_and_exits_cleanly_on_sigterm(tmp_path: Path, serve_process: ServeFactory) -> None:
     config = tmp_path / "gateway.toml"
-    config.write_text("[server]\nport = 0\n[metrics]\nport = 0\n[poll]\ninitial = 0.02\n")
+    config.write_text("[server]\nport = 0\n[metrics]\nport = 0\n[poll]\ninitial = 0.02\n[auth]\nopen = true\n")
     async with LocalLaunchServer(api_keys=["k-1"]) as launch:
         served = await serve_process("--config", str(config), "--upstream", launch.url, env={"LAUNCH_API_KEY": "k-1"})
         listening = served.listening
@@ -57,7 +57,7 @@ async def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
     code, _, err = await run(LAUNCH_GATEWAY, "check-config", str(config))
     assert code == 2
     assert "upstream.auth: must be one of service, forward" in err
-    config.write_text('[upstream]\nurl = "http://127.0.0.1:1"\n')
+    config.write_text('[upstream]\nurl = "http://127.0.0.1:1"\n[auth]\nopen = true\n')
     code, out, _ = await run(LAUNCH_GATEWAY, "check-config", str(config))
     assert (code, out.strip()) == (0, f"{config}: ok")
 

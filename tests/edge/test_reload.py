@@ -15,6 +15,7 @@ from launch_gateway.v1 import endpoint_service_pb2 as pb
 from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from tests.conftest import StackFactory
 from tests.edge.conftest import ENV, HANDLE_SECRET, KEY_A, LAUNCH_KEY_A, bearer
+from tests.edge.test_handles import submit, wait
 from tests.serving import ServeFactory
 from tests.waiting import wait_for
 
@@ -92,3 +93,77 @@ async def test_a_changed_file_is_picked_up_without_a_signal(make_stack: StackFac
     assert stack.gateway.reload() is False
     assert stack.gateway.edges.failed_reloads >= 1
     await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_C))
+
+
+def secrets_config(auth: str, tenant: str = 'upstream_key_env = "TEAM_A_LAUNCH_KEY"') -> str:
+    """team-a in a file that is watched every 20 ms, with `auth` and `tenant` lines added."""
+    return f"""
+[server]
+port = 0
+[metrics]
+port = 0
+[auth]
+reload_interval = 0.02
+{auth}
+[tenants.team-a]
+api_key_hashes = ["{hash_key(KEY_A)}"]
+endpoints = ["echo", "echo-async"]
+{tenant}
+"""
+
+
+async def test_a_handle_secret_removed_from_its_file_stops_verifying_without_sighup(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    compromised, fresh = "a-compromised-secret-0123456789", "a-fresh-handle-secret-0123456789"
+    secrets = tmp_path / "handle-secrets"
+    secrets.write_text(f"{compromised}\n")
+    config = tmp_path / "gateway.toml"
+    config.write_text(secrets_config(f'handle_secrets_file = "{secrets}"'))
+    tenants = {
+        "team-a": {
+            "api_key_hashes": [hash_key(KEY_A)],
+            "endpoints": ["echo", "echo-async"],
+            "upstream_key_env": "TEAM_A_LAUNCH_KEY",
+        }
+    }
+    stack = await make_stack(
+        api_keys=[LAUNCH_KEY_A],
+        settings={"tenants": tenants, "auth": {"handle_secrets_file": str(secrets), "reload_interval": 0.02}},
+        gateway_env={"TEAM_A_LAUNCH_KEY": LAUNCH_KEY_A},
+        config_path=str(config),
+    )
+    task_id = await submit(stack)  # signed with the compromised secret
+    assert (await wait(stack, task_id)).response.status == pb.TASK_STATUS_SUCCESS
+
+    secrets.write_text(f"{fresh}\n")  # the compromised secret is dropped; the config file is untouched
+    await wait_for(lambda: stack.gateway.edges.reloads, within=5, what="the changed secrets file to be reloaded")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await wait(stack, task_id)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (await wait(stack, await submit(stack))).response.status == pb.TASK_STATUS_SUCCESS
+
+
+async def test_a_tenants_launch_key_file_is_picked_up_without_sighup(make_stack: StackFactory, tmp_path: Path) -> None:
+    old_key, new_key = "launch-key-before-rotation", "launch-key-after-rotation"
+    key_file = tmp_path / "team-a-launch-key"
+    key_file.write_text(old_key + "\n")
+    config = tmp_path / "gateway.toml"
+    config.write_text(secrets_config("", f'upstream_key_file = "{key_file}"'))
+    team = {
+        "api_key_hashes": [hash_key(KEY_A)],
+        "endpoints": ["echo", "echo-async"],
+        "upstream_key_file": str(key_file),
+    }
+    stack = await make_stack(
+        api_keys=[old_key, new_key],
+        settings={"tenants": {"team-a": team}, "auth": {"reload_interval": 0.02}},
+        gateway_env={"LAUNCH_GATEWAY_HANDLE_SECRETS": HANDLE_SECRET},
+        config_path=str(config),
+    )
+    await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+    key_file.write_text(new_key + "\n")
+    await wait_for(lambda: stack.gateway.edges.reloads, within=5, what="the changed key file to be reloaded")
+    await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+    sent = [r.api_key for r in stack.launch.records if r.path == "/v1/sync-tasks"]
+    assert sent == [old_key, new_key]

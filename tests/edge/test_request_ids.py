@@ -48,7 +48,7 @@ async def test_a_request_id_with_spaces_cannot_forge_fields_in_human_logs(
     tmp_path: Path,
 ) -> None:
     config = tmp_path / "gateway.toml"
-    config.write_text('[server]\nport = 0\n[metrics]\nport = 0\n[log]\nformat = "human"\n')
+    config.write_text('[server]\nport = 0\n[metrics]\nport = 0\n[log]\nformat = "human"\n[auth]\nopen = true\n')
     async with LocalLaunchServer() as launch:
         served = await serve_process("--config", str(config), "--upstream", launch.url)
         async with grpc.aio.insecure_channel(served.address) as channel:

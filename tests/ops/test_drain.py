@@ -18,7 +18,7 @@ from tests.waiting import wait_for
 
 async def test_sigterm_drains_without_dropping_a_call(tmp_path: Path, serve_process: ServeFactory) -> None:
     config = tmp_path / "gateway.toml"
-    config.write_text("[server]\nport = 0\ngrace_period = 3.0\n[metrics]\nport = 0\n")
+    config.write_text("[server]\nport = 0\ngrace_period = 3.0\n[metrics]\nport = 0\n[auth]\nopen = true\n")
     specs = [*builtin_endpoints(), Endless(interval=0.05).spec()]
     async with LocalLaunchServer(specs) as launch:
         served = await serve_process("--config", str(config), "--upstream", launch.url)

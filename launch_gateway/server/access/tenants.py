@@ -103,11 +103,6 @@ class TenantDirectory:
         """Whether any tenant is known by its client certificate (else the peer is not inspected)."""
         return bool(self._subjects)
 
-    @property
-    def open(self) -> bool:
-        """No tenants: every caller is accepted (local use only)."""
-        return not self.tenants
-
     def by_key(self, api_key: str) -> Tenant | None:
         presented = hash_key(api_key).encode()
         found: Tenant | None = None
