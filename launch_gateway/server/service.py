@@ -32,7 +32,7 @@ from launch_gateway.server.settings import Settings
 from launch_gateway.server.statuses import Drain, boundary
 from launch_gateway.server.upstream.endpoints import EndpointDirectory
 from launch_gateway.server.upstream.launch_api import LaunchAPI, UpstreamCall
-from launch_gateway.server.upstream.stream_relay import relay
+from launch_gateway.server.upstream.stream_relay import Relay
 from launch_gateway.server.upstream.translate import (
     check_endpoint_name,
     check_task_id,
@@ -307,8 +307,10 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             self.telemetry.metrics.wait_seconds.observe(self._clock.now() - started)
         return pb.WaitAsyncTaskResponse(response=response)
 
+    # The boundary hands grpc.aio a coroutine that writes each message (statuses.boundary), a form its
+    # stubs do not know: they type a streaming method as returning an iterator.
     @boundary("stream")
-    async def StreamPredict(
+    async def StreamPredict(  # type: ignore[override]
         self, request: pb.StreamPredictRequest, context: Context
     ) -> AsyncIterator[pb.StreamPredictResponse]:
         name = request.endpoint_name
@@ -326,17 +328,20 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                     raise
 
             events, first = await self._on_endpoint("StreamPredict", name, _STREAM_KINDS, scope, open_stream)
+            if first is None:
+                await events.aclose()
+                return
+            # From here on the relay owns the upstream stream: its reader alone reads it and closes it.
+            messages = Relay(events, _stream_message)
             label = self.telemetry.endpoint_label(name)
             metrics = self.telemetry.metrics
             relayed = 0  # counted in batches: a metric update per event is a measurable cost
             events_counter = metrics.stream_events.labels(label)
             try:
-                if first is None:
-                    return
                 metrics.first_event.labels(label).observe(self._clock.now() - started)
                 relayed += 1
                 yield _stream_message(first)
-                async for message in relay(events, _stream_message):
+                async for message in messages:
                     relayed += 1
                     if relayed == 256:
                         events_counter.inc(relayed)
@@ -344,7 +349,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                     yield message
             finally:
                 events_counter.inc(relayed)
-                await events.aclose()
+                await messages.aclose()
 
     @boundary("unary")
     async def GetEndpoint(self, request: pb.GetEndpointRequest, context: Context) -> pb.GetEndpointResponse:

@@ -170,6 +170,13 @@ class Observed(Protocol):
 Svc = TypeVar("Svc", bound=Observed)
 UnaryHandler = Callable[[Svc, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
 StreamHandler = Callable[[Svc, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]]
+# What grpc.aio is given for a stream: a coroutine that writes each message (see `boundary`).
+StreamWriter = Callable[[Svc, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[None]]
+
+
+class _CallEnded(Exception):
+    """A stream's write failed: grpc-core has already ended the call (the caller cancelled or its
+    deadline passed), and cancels the handler's task a moment later. No status can be sent."""
 
 
 @contextlib.asynccontextmanager
@@ -194,6 +201,9 @@ async def _guarded(
     except GatewayError as exc:
         code = exc.code
         await abort(context, exc, record.request_id)
+    except _CallEnded:
+        code = Code.CANCELLED
+        raise asyncio.CancelledError from None  # what grpc would have sent this task a moment later
     except asyncio.CancelledError:
         if kind != "stream" or not svc.drain.draining or task is None:
             code = Code.CANCELLED
@@ -221,31 +231,40 @@ def boundary(
 @overload
 def boundary(
     kind: Literal["stream"],
-) -> Callable[[StreamHandler[Svc, Req, Resp]], StreamHandler[Svc, Req, Resp]]: ...
+) -> Callable[[StreamHandler[Svc, Req, Resp]], StreamWriter[Svc, Req, Resp]]: ...
 
 
 def boundary(kind: Kind) -> Callable[[Any], Any]:
     """Wrap an RPC handler of this concurrency kind ("unary", "wait" or "stream", said here and
     nowhere else): every failure leaves as a proper status and the call is measured. Messages a
-    stream has sent stand, then its status."""
+    stream has sent stand, then its status.
+
+    A stream handler is an async generator, but grpc.aio is handed a coroutine that writes what it
+    yields (`context.write`), so the caller's cancellation always lands in this task, inside the
+    boundary, and is recorded CANCELLED. (grpc would iterate a generator itself; cancelled while
+    writing, it leaves the generator to the garbage collector, which closes it later in a task of
+    its own, where the call was counted OK.) The handler's generator is closed here, by its owner.
+    """
 
     def wrap(handler: Any) -> Any:
         method = handler.__name__
         if kind == "stream":
 
             @functools.wraps(handler)
-            async def stream(
-                svc: Svc, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
-            ) -> AsyncIterator[Resp]:
+            async def stream(svc: Svc, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> None:
                 async with _guarded(svc, method, kind, request, context) as record:
                     sent = 0
                     try:
-                        async for message in handler(svc, request, context):
-                            sent += 1
-                            if sent == 256:  # counted in batches: a metric update per message is a measurable cost
-                                record.meter.sent(sent)
-                                sent = 0
-                            yield message
+                        async with contextlib.aclosing(handler(svc, request, context)) as messages:
+                            async for message in messages:
+                                try:
+                                    await context.write(message)
+                                except grpc.aio.InternalError as exc:  # grpc-core refused the write
+                                    raise _CallEnded() from exc
+                                sent += 1
+                                if sent == 256:  # counted in batches: a metric update per message is a measurable cost
+                                    record.meter.sent(sent)
+                                    sent = 0
                     finally:
                         record.meter.sent(sent)
 

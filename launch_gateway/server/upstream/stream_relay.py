@@ -5,14 +5,17 @@ done one after the other, a stream spends most of its time waiting. Here a reade
 events into a small bounded queue while the handler writes: the two waits overlap, and the queue's
 bound keeps backpressure (a paused caller stops the reader, which stops reading the upstream).
 Errors keep their place: events converted before a failure are delivered, then the failure raises.
+
+The relay owns the upstream stream from the moment it is made: its reader task is the only one that
+reads it or closes it, since an async generator cannot be closed from one task while another is
+inside it. `Relay.aclose` stops the reader, which closes the stream on its way out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import TypeVar, cast
+from collections.abc import AsyncGenerator, Callable
+from typing import Generic, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -27,34 +30,52 @@ class _Failure:
 _END = object()
 
 
-async def relay(
-    events: AsyncGenerator[bytes, None], convert: Callable[[bytes], T], depth: int = READ_AHEAD
-) -> AsyncIterator[T]:
-    """`convert(data)` for each event, read up to `depth` events ahead of the consumer."""
-    queue: asyncio.Queue[object] = asyncio.Queue(depth)
+class Relay(Generic[T]):
+    """`convert(data)` for each event of `events`, read up to `depth` events ahead of the consumer.
 
-    async def read() -> None:
+    Iterate it, and `aclose()` it however the iteration ends: that closes `events`.
+    """
+
+    def __init__(
+        self, events: AsyncGenerator[bytes, None], convert: Callable[[bytes], T], depth: int = READ_AHEAD
+    ) -> None:
+        self._queue: asyncio.Queue[object] = asyncio.Queue(depth)
+        self._ended = False
+        self._reader = asyncio.create_task(self._read(events, convert))
+
+    async def _read(self, events: AsyncGenerator[bytes, None], convert: Callable[[bytes], T]) -> None:
         try:
             async for data in events:
-                await queue.put(convert(data))
+                await self._queue.put(convert(data))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # delivered in order, after the events read before it
-            await queue.put(_Failure(exc))
+            await self._queue.put(_Failure(exc))
         else:
-            await queue.put(_END)
+            await self._queue.put(_END)
+        finally:
+            await events.aclose()  # closes the upstream response if the reader stopped between two events
 
-    reader = asyncio.create_task(read())
-    try:
-        while True:
-            item = await queue.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield cast(T, item)
-    finally:
+    def __aiter__(self) -> Relay[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._ended:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if item is _END:
+            self._ended = True
+            raise StopAsyncIteration
+        if isinstance(item, _Failure):
+            self._ended = True
+            raise item.error
+        return cast(T, item)
+
+    async def aclose(self) -> None:
+        """Stop reading, and return once the reader has closed the upstream stream (at once if it has)."""
+        self._ended = True
+        reader = self._reader
         reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-        await events.aclose()  # closes the upstream response if the reader stopped between two events
+        await asyncio.wait((reader,))
+        if not reader.cancelled() and (error := reader.exception()) is not None:
+            raise error  # closing the upstream stream failed: a bug, for the boundary to report
