@@ -27,6 +27,7 @@ from launch_gateway.client.objects import (
     EndpointResponse,
     ModelEndpoint,
     finished,
+    in_list_order,
     long_polls,
     wait_request,
 )
@@ -71,7 +72,15 @@ class GatewayClient(ClientBase):
             reply = await self.call(self.stub.GetEndpoint, pb.GetEndpointRequest(endpoint_name=endpoint_name))
         except NotFoundError:
             return None
-        model_endpoint = ModelEndpoint.from_proto(reply.endpoint)
+        return self._endpoint_of(ModelEndpoint.from_proto(reply.endpoint))
+
+    async def list_model_endpoints(self) -> list[Endpoint]:
+        """Every endpoint the caller may call, as objects of their kinds: async, then sync, then streaming."""
+        reply = await self.call(self.stub.ListEndpoints, pb.ListEndpointsRequest())
+        listed = in_list_order([ModelEndpoint.from_proto(e) for e in reply.endpoints])
+        return [self._endpoint_of(model_endpoint) for model_endpoint in listed]
+
+    def _endpoint_of(self, model_endpoint: ModelEndpoint) -> SyncEndpoint | AsyncEndpoint | StreamingEndpoint:
         kinds: dict[str, type[SyncEndpoint | AsyncEndpoint | StreamingEndpoint]] = {
             "sync": SyncEndpoint, "async": AsyncEndpoint, "streaming": StreamingEndpoint,
         }  # fmt: skip
@@ -88,12 +97,29 @@ class Endpoint:
     def __repr__(self) -> str:
         return f"aio.{type(self).__name__}(name={self.model_endpoint.name!r}, id={self.model_endpoint.id!r})"
 
-    async def status(self) -> str | None:
-        """The endpoint's current status (looked up again)."""
+    async def _update_model_endpoint_view(self) -> None:
+        """Look the endpoint up again; ValueError when it is gone, as in the Launch client."""
         request = pb.GetEndpointRequest(endpoint_name=self.model_endpoint.name)
-        reply = await self.client.call(self.client.stub.GetEndpoint, request)
+        try:
+            reply = await self.client.call(self.client.stub.GetEndpoint, request)
+        except NotFoundError as exc:
+            raise ValueError(f"Could not update model endpoint view for endpoint {self.model_endpoint.name}") from exc
         self.model_endpoint = ModelEndpoint.from_proto(reply.endpoint)
+
+    async def status(self) -> str | None:
+        """The endpoint's current status (looked up again), e.g. "READY"."""
+        await self._update_model_endpoint_view()
         return self.model_endpoint.status
+
+    async def resource_state(self) -> dict[str, Any] | None:
+        """The endpoint's current resource state (looked up again): cpus, gpus, memory, ...; None if Launch has none."""
+        await self._update_model_endpoint_view()
+        return self.model_endpoint.resource_state
+
+    async def deployment_state(self) -> dict[str, Any] | None:
+        """The endpoint's current deployment state (looked up again): min_workers, max_workers, ..."""
+        await self._update_model_endpoint_view()
+        return self.model_endpoint.deployment_state
 
 
 class SyncEndpoint(Endpoint):

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
+from google.protobuf import json_format, struct_pb2
+
 from launch_gateway.client.results import CallKind, ResultForm, shape_result
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 
@@ -45,7 +47,9 @@ class EndpointRequest:
             be specified.
         args: A dictionary with arguments to a ModelBundle's predict function: for
             ``predict_fn(foo, bar)`` the keys are "foo" and "bar". Values must be native Python objects
-            that JSON can carry; they are sent as exact JSON, so ints stay ints at any size.
+            that JSON can carry; they are sent as exact JSON, so ints stay ints at any size. Any other
+            JSON value (a list, a string, a number) goes as the whole payload, which runnable-image
+            endpoints take.
         callback_url: The callback url to use for this task (async endpoints only).
         callback_auth_kind: "basic" or "mtls"; the callback auth fields must fit it.
         callback_auth_username, callback_auth_password: callback credentials for "basic".
@@ -54,12 +58,15 @@ class EndpointRequest:
             or directly returned serialized json (in result).
         request_id: (deprecated) A user-specifiable id for requests. If one isn't provided the client
             generates none; the gateway ignores it.
+        extra_headers: HTTP headers sent with the request to Launch, as the Launch client sends them.
+            The gateway refuses the ones it owns or that change framing or auth (authorization, host,
+            content-*, hop-by-hop, x-request-id, traceparent, ...) with INVALID_ARGUMENT (docs/errors.md).
     """
 
     def __init__(
         self,
         url: str | None = None,
-        args: dict[str, Any] | None = None,
+        args: Any = None,
         callback_url: str | None = None,
         callback_auth_kind: Literal["basic", "mtls"] | None = None,
         callback_auth_username: str | None = None,
@@ -68,6 +75,7 @@ class EndpointRequest:
         callback_auth_key: str | None = None,
         return_pickled: bool | None = False,
         request_id: str | None = None,
+        extra_headers: dict[str, str] | None = None,
     ) -> None:
         if url is None and args is None:
             raise ValueError("Must specify at least one of url or args")
@@ -105,10 +113,20 @@ class EndpointRequest:
         self.callback_auth_key = callback_auth_key
         self.return_pickled = return_pickled
         self.request_id = request_id
+        for name, value in (extra_headers or {}).items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise TypeError(f"extra_headers maps header names to values, both str: {name!r}")
+        self.extra_headers = extra_headers
 
     def __repr__(self) -> str:  # secrets stay out of reprs and logs
-        target = f"url={self.url!r}" if self.url is not None else f"args keys={sorted(self.args or {})}"
-        return f"EndpointRequest({target}, return_pickled={self.return_pickled})"
+        if self.url is not None:
+            target = f"url={self.url!r}"
+        elif isinstance(self.args, dict):
+            target = f"args keys={sorted(self.args)}"
+        else:
+            target = f"args={type(self.args).__name__}"
+        headers = f", extra_headers={sorted(self.extra_headers)}" if self.extra_headers else ""  # names only
+        return f"EndpointRequest({target}, return_pickled={self.return_pickled}{headers})"
 
     def to_proto(self) -> pb.EndpointRequest:
         """The gRPC message; args travel as exact JSON (`args_json`)."""
@@ -128,6 +146,7 @@ class EndpointRequest:
         elif self.callback_auth_kind == "mtls":
             message.callback_auth_mtls.cert = self.callback_auth_cert or ""
             message.callback_auth_mtls.key = self.callback_auth_key or ""
+        message.extra_headers.update(self.extra_headers or {})
         return message
 
 
@@ -191,24 +210,64 @@ class EndpointResponse:
         )
 
 
+def _whole_numbers(value: Any) -> Any:
+    """`value` with integral floats as ints: a Struct carries every number as a double, Launch's are ints."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
+def _state(message: pb.Endpoint, field: Literal["resource_state", "deployment_state"]) -> dict[str, Any] | None:
+    if not message.HasField(field):
+        return None
+    struct: struct_pb2.Struct = getattr(message, field)
+    return dict(_whole_numbers(json_format.MessageToDict(struct)))
+
+
 @dataclass(frozen=True)
 class ModelEndpoint:
-    """An endpoint as the gateway describes it (the Launch client's ModelEndpoint, in brief)."""
+    """An endpoint as the gateway describes it: the Launch client's ModelEndpoint, less its bundle and configs."""
 
     name: str
     id: str
     endpoint_type: str  # "sync", "async" or "streaming"
     status: str
+    resource_state: dict[str, Any] | None = None  # cpus, gpus, memory, gpu_type, storage, ...
+    deployment_state: dict[str, Any] | None = None  # min_workers, max_workers, per_worker, ...
+    status_reason: str | None = None
 
     @classmethod
     def from_proto(cls, message: pb.Endpoint) -> ModelEndpoint:
-        return cls(message.name, message.id, KIND_NAMES.get(message.kind, "unknown"), message.status)
+        return cls(
+            message.name,
+            message.id,
+            KIND_NAMES.get(message.kind, "unknown"),
+            message.status,
+            _state(message, "resource_state"),
+            _state(message, "deployment_state"),
+            message.status_reason if message.HasField("status_reason") else None,
+        )
 
     def kind(self) -> str:
         """The endpoint's kind; ValueError for one this SDK does not know."""
         if self.endpoint_type not in ("sync", "async", "streaming"):
             raise ValueError(f"endpoint {self.name!r} has an unknown type")
         return self.endpoint_type
+
+
+LIST_ORDER = ("async", "sync", "streaming")  # the Launch client's list_model_endpoints groups them so
+
+
+def in_list_order(endpoints: list[ModelEndpoint]) -> list[ModelEndpoint]:
+    """The endpoints the Launch client's way: async, then sync, then streaming, each in Launch's order.
+
+    Kinds this SDK does not know are left out, as the Launch client leaves them out.
+    """
+    return [e for kind in LIST_ORDER for e in endpoints if e.endpoint_type == kind]
 
 
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "UNDEFINED"})
