@@ -29,8 +29,8 @@ RUN groupadd --system --gid 10001 gateway \
 WORKDIR /app
 # Numeric, so Kubernetes' runAsNonRoot can check it; deploy/kubernetes/deployment.yaml runs as the same ids.
 USER 10001:10001
-EXPOSE 50051 9090
-# The container listens on every interface: gRPC on 50051, /metrics /healthz /readyz on 9090. These
+EXPOSE 50051 9097
+# The container listens on every interface: gRPC on 50051, /metrics /healthz /readyz on 9097. These
 # variables override the config file's server.host and metrics.host (environment beats the file).
 ENV LAUNCH_GATEWAY_SERVER_HOST=0.0.0.0 LAUNCH_GATEWAY_METRICS_HOST=0.0.0.0
 # Liveness, not readiness: the gRPC health service's `liveness` entry is SERVING while the process

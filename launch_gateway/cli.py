@@ -311,6 +311,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # ConfigError included: every problem of the configuration, one per line
         print(f"launch-gateway: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        from launch_gateway.server.errors import ListenError
+
+        if not isinstance(exc, ListenError):
+            raise
+        print(f"launch-gateway: {exc}", file=sys.stderr)  # one line naming the setting and the address
+        return 1
     except KeyboardInterrupt:
         return 130
 

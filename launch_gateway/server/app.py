@@ -1,18 +1,23 @@
 """The gateway process: wires settings, the edge, the upstream client and the servicer into a server.
 
-`GatewayServer` owns the lifecycle: `start()` opens the upstream session and binds the port (0 picks
-a free one, read back from `port`); `stop()` refuses new calls, lets calls in flight finish within
-the grace period, then closes the upstream session and the rate limiter. The standard health
-service's `liveness` entry is SERVING while the process serves, "" and EndpointService's while it is
-ready (see `observability.probes`), and reflection (on unless `server.reflection = false`) lets
-grpcurl and other tools discover the API without `.proto` files.
+`GatewayServer` owns the lifecycle: `start()` opens the upstream session and binds the gRPC and
+metrics ports (0 picks a free one, read back from `port`) before anything else, so a port in use is
+one `ListenError` naming its setting; only the workers of one `serve --workers N` share their ports
+(SO_REUSEPORT, which grpc-core would otherwise set for any server). `stop()` refuses new calls, lets
+calls in flight finish within the grace period, then closes the upstream session and the rate
+limiter. The standard health service's `liveness` entry is SERVING while the process serves, "" and
+EndpointService's while it is ready (see `observability.probes`), and reflection (on unless
+`server.reflection = false`) lets grpcurl and other tools discover the API without `.proto` files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +33,7 @@ from launch_gateway.server.access.lookups import HostLookups
 from launch_gateway.server.access.reload import EdgeSource
 from launch_gateway.server.admission import Gate
 from launch_gateway.server.clock import Clock, SystemClock
+from launch_gateway.server.errors import ListenError
 from launch_gateway.server.limits.buckets import MemoryRateLimiter, RateLimiter
 from launch_gateway.server.limits.concurrency import ConcurrencyLimiter
 from launch_gateway.server.limits.redis_buckets import RedisRateLimiter
@@ -118,7 +124,38 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     if s.max_connection_age > 0:
         options.append(("grpc.max_connection_age_ms", int(s.max_connection_age * 1000)))
         options.append(("grpc.max_connection_age_grace_ms", int(s.max_connection_age_grace * 1000)))
+    # grpc-core sets SO_REUSEPORT unless told not to: a second gateway on a port in use would bind it too
+    # and silently take half the calls. Only `serve --workers N` (its children have a multiprocess_dir) shares.
+    options.append(("grpc.so_reuseport", int(bool(settings.metrics.multiprocess_dir))))
     return options
+
+
+def refuse_busy_port(setting: str, host: str, port: int) -> None:
+    """ListenError naming `setting` unless host:port can be bound now (port 0 always can).
+
+    Checked with a plain socket before grpc-core binds, because grpc-core only says "Failed to bind",
+    among log lines of its own. Like grpc-core, the check sets SO_REUSEADDR: a port whose old
+    connections linger in TIME_WAIT is free, one that another process listens on is not.
+    """
+    if port == 0:
+        return
+    address = f"{host}:{port}"
+    try:
+        found = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(setting, address, exc.strerror or str(exc)) from exc
+    failed: list[OSError] = []
+    for family, kind, proto, _, sockaddr in found:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                failed.append(exc)
+    in_use = [exc for exc in failed if exc.errno == errno.EADDRINUSE]
+    if in_use or (failed and len(failed) == len(found)):  # one of a name's addresses may be missing (::1)
+        first = (in_use or failed)[0]
+        raise ListenError(setting, address, os.strerror(first.errno) if first.errno else str(first))
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -212,11 +249,8 @@ class GatewayServer:
         If any step fails, what was started is stopped again before the error propagates.
         """
         settings = self.settings
-        if self.edges().open:
-            log.warning(
-                "OPEN MODE: every caller is accepted without an API key and without limits (no config file, "
-                "or auth.open = true). Configure [tenants.<name>] for anything but local use."
-            )
+        if not settings.metrics.multiprocess_dir:  # workers share their ports, and the parent has checked them
+            refuse_busy_port("server.port", settings.server.host, settings.server.port)
         await self.api.start()
         server = grpc.aio.server(options=server_options(settings))
         try:
@@ -242,12 +276,22 @@ class GatewayServer:
                 reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
             address = f"{settings.server.host}:{settings.server.port}"
             credentials = server_credentials(settings)
-            if credentials is not None:
-                self.port = server.add_secure_port(address, credentials)
-            else:
-                self.port = server.add_insecure_port(address)
+            try:  # grpc-core raises, or returns 0, when it cannot bind (taken since the check above)
+                if credentials is not None:
+                    self.port = server.add_secure_port(address, credentials)
+                else:
+                    self.port = server.add_insecure_port(address)
+            except RuntimeError:
+                self.port = 0
             if self.port == 0:
-                raise OSError(f"cannot listen on {address}")
+                raise ListenError("server.port", address, "in use, or not an address of this host")
+            if self.ops is not None:
+                await self.ops.start()  # both ports are ours before the gateway serves or says anything
+            if self.edges().open:
+                log.warning(
+                    "OPEN MODE: every caller is accepted without an API key and without limits (no config file, "
+                    "or auth.open = true). Configure [tenants.<name>] for anything but local use."
+                )
             for name in (SERVICE_NAME, ""):  # not serving until the first readiness check says so
                 await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
             # Liveness (and startup) probes ask this one: SERVING from here until shutdown, whether or not
@@ -256,12 +300,12 @@ class GatewayServer:
             await server.start()
             self._server = server
             await self.readiness.start()
-            if self.ops is not None:
-                await self.ops.start()
         except BaseException:
             self._server = None
             await server.stop(0)
             await self.readiness.stop()
+            if self.ops is not None:
+                await self.ops.stop()
             await self.api.close()
             raise
         self._watcher = asyncio.create_task(self.edges.watch(self._clock, settings.auth.reload_interval))

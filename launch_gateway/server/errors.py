@@ -34,6 +34,7 @@ else that escapes a handler is a bug and becomes INTERNAL there. Callers test th
     └── Unauthenticated             UNAUTHENTICATED: no credential, or one the upstream refused
 
     ConfigError (a ValueError)      the configuration has problems: not an RPC's failure but the process's
+    ListenError (an OSError)        a port the settings name cannot be listened on (in use, or not this host's)
 
 Messages never carry caller input unbounded: whatever the caller sent goes in through `shown`, and
 every message is capped at `MAX_MESSAGE_BYTES` where its error is made, so the boundary never sends
@@ -235,6 +236,18 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
         self.problems = problems
+
+
+class ListenError(OSError):
+    """A port cannot be listened on; the message is one line: "<setting>: cannot listen on <host:port> (<why>)".
+
+    Raised at start, before anything else listens, so a second gateway never shares a port by accident.
+    """
+
+    def __init__(self, setting: str, address: str, why: str) -> None:
+        super().__init__(f"{setting}: cannot listen on {address} ({why})")
+        self.setting = setting
+        self.address = address
 
 
 # Upstream HTTP status -> gRPC code. Not grpc's own http-grpc-status-mapping.md, which is meant for

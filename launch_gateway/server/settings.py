@@ -132,7 +132,9 @@ class MetricsSettings:
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = 9090  # 0 picks a free one
+    # 0 picks a free one. Not 9090 (the Prometheus server's), nor 9091-9095 (Pushgateway, Kafka, Alertmanager,
+    # Loki's and Tempo's gRPC), 9100+ (the exporters' range) or 9464 (OpenTelemetry's Prometheus exporter).
+    port: int = 9097
     endpoints: tuple[str, ...] = ()  # endpoint names that get their own label (besides tenants' exact names)
     readiness_interval: float = 5.0  # seconds between background checks that the upstream answers
     multiprocess_dir: str = ""  # set by `serve --workers N` for its children: where metrics are shared

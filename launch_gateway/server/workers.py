@@ -1,7 +1,8 @@
 """`serve --workers N`: N gateway processes sharing one port, for machines with more than one core.
 
 Python runs one event loop per process, so a gateway process uses one core. The parent picks the
-ports (when 0 was asked for), then starts N children that each run `serve` on the same gRPC and
+ports (when 0 was asked for) or checks that nobody listens on them (a port in use is one line naming
+its setting, as for one process), then starts N children that each run `serve` on the same gRPC and
 metrics ports with SO_REUSEPORT, so the kernel spreads connections over them. Metrics are kept in
 prometheus-client's multiprocess mode (a shared folder of memory-mapped files), so a scrape of any
 child shows the sum over all of them. The parent forwards SIGTERM and SIGINT (each child drains as
@@ -21,6 +22,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 
+from launch_gateway.server.app import refuse_busy_port
 from launch_gateway.server.settings import Settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -45,6 +47,10 @@ def child_argv(argv: Sequence[str], port: int, metrics_port: int, multiproc_dir:
 async def run_workers(settings: Settings, argv: Sequence[str], env: Mapping[str, str]) -> int:
     """Start `settings.server.workers` children and supervise them until they all exit."""
     count = settings.server.workers
+    # The children share their ports with each other only: a port another process holds is refused here.
+    refuse_busy_port("server.port", settings.server.host, settings.server.port)
+    if settings.metrics.enabled:
+        refuse_busy_port("metrics.port", settings.metrics.host, settings.metrics.port)
     port = settings.server.port or free_port(settings.server.host)
     metrics_port = settings.metrics.port or free_port(settings.metrics.host)
     folder = tempfile.mkdtemp(prefix="launch-gateway-metrics-")
@@ -59,8 +65,10 @@ async def run_workers(settings: Settings, argv: Sequence[str], env: Mapping[str,
         for child in children:  # each prints its address once it listens
             assert child.stdout is not None
             line = await child.stdout.readline()
-            if not line:
-                raise RuntimeError(f"a worker exited before listening (exit code {await child.wait()})")
+            if not line:  # it has said why on standard error (a port taken since the check, say)
+                code = await child.wait()
+                print(f"launch-gateway: a worker exited before listening (exit code {code})", file=sys.stderr)
+                return 1
         metrics = (
             f"; metrics on http://{settings.metrics.host}:{metrics_port}/metrics" if settings.metrics.enabled else ""
         )
