@@ -1,4 +1,5 @@
 """Async tasks: the PENDING -> STARTED -> SUCCESS/FAILURE lifecycle and result callbacks."""
+# tests/conformance/test_imitation.py and test_semantics.py compare these shapes with model-engine's.
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import trustme
 from aiohttp import web
 
 from launch_gateway.testing.local_launch import EndpointSpec, LocalLaunchServer
+from launch_gateway.testing.local_launch.examples import echo_async
 
 from .harness import call, serve
 
@@ -49,12 +51,18 @@ async def test_task_goes_pending_started_success(client: aiohttp.ClientSession) 
         assert await get_task(client, server, first["task_id"]) == {
             "task_id": first["task_id"],
             "status": "STARTED",
+            "result": None,
+            "traceback": None,
+            "status_code": None,
         }
         # The only worker is busy, so a second task waits in the queue.
         _, second = await call(client, server, ASYNC, "gated", {"args": {"n": 2}})
         assert await get_task(client, server, second["task_id"]) == {
             "task_id": second["task_id"],
             "status": "PENDING",
+            "result": None,
+            "traceback": None,
+            "status_code": None,
         }
         release.set()
         await server.wait_for_task(first["task_id"])
@@ -82,7 +90,43 @@ async def test_failed_task_reports_the_exception(server: LocalLaunchServer, clie
 
 
 async def test_unknown_task_id_reads_as_pending(server: LocalLaunchServer, client: aiohttp.ClientSession) -> None:
-    assert await get_task(client, server, "no-such-task") == {"task_id": "no-such-task", "status": "PENDING"}
+    assert await get_task(client, server, "no-such-task") == {
+        "task_id": "no-such-task",
+        "status": "PENDING",
+        "result": None,
+        "traceback": None,
+        "status_code": None,
+    }
+
+
+async def test_an_untracked_queue_goes_from_pending_to_success(client: aiohttp.ClientSession) -> None:
+    release = asyncio.Event()
+
+    async def gated(**kwargs: Any) -> dict[str, Any]:
+        await release.wait()
+        return kwargs
+
+    async with LocalLaunchServer([EndpointSpec("gated", "async", gated)], track_started=False) as server:
+        _, created = await call(client, server, ASYNC, "gated", {"args": {}})
+        await server.wait_for_record(lambda r: r.path == ASYNC and r.done)
+        await asyncio.sleep(0)  # let a worker take the task
+        assert (await get_task(client, server, created["task_id"]))["status"] == "PENDING"
+        release.set()
+        assert (await server.wait_for_task(created["task_id"]))["status"] == "SUCCESS"
+
+
+async def test_a_container_answering_500_is_success_with_status_code_500(
+    server: LocalLaunchServer, client: aiohttp.ClientSession
+) -> None:
+    args = {"status_code": 500, "body": {"error": "model crashed"}}
+    _, created = await call(client, server, ASYNC, "status-async", {"args": args})
+    assert await server.wait_for_task(created["task_id"]) == {
+        "task_id": created["task_id"],
+        "status": "SUCCESS",
+        "result": {"result": '{"error": "model crashed"}'},
+        "traceback": None,
+        "status_code": 500,
+    }
 
 
 async def test_pickled_async_result(server: LocalLaunchServer, client: aiohttp.ClientSession) -> None:
@@ -138,14 +182,33 @@ async def test_callback_posts_the_result_with_basic_auth(
         await target.got_success.wait()
     [(authorization, payload, _)] = target.calls
     assert authorization == aiohttp.encode_basic_auth("hook-user", "hook-pass")
-    assert payload == {
-        "task_id": created["task_id"],
-        "status": "SUCCESS",
-        "result": {"result": '{"delay": 0, "x": 1}'},
-        "traceback": None,
-        "status_code": 200,
-    }
-    assert payload == await get_task(client, server, created["task_id"])
+    # the worker's result with its status code, not the task GET body (no `status`)
+    assert payload == {"result": '{"delay": 0, "x": 1}', "status_code": 200, "task_id": created["task_id"]}
+
+
+async def test_callback_without_auth_comes_from_the_endpoint_owner(
+    client: aiohttp.ClientSession, receiver: tuple[Receiver, str]
+) -> None:
+    target, url = receiver
+    async with LocalLaunchServer([EndpointSpec("owned", "async", echo_async, owner="team-a")]) as server:
+        await call(client, server, ASYNC, "owned", {"args": {"delay": 0}, "callback_url": url})
+        async with asyncio.timeout(5):
+            await target.got_success.wait()
+    [(authorization, _, _)] = target.calls
+    assert authorization == aiohttp.encode_basic_auth("team-a", "")
+
+
+async def test_no_callback_for_a_failed_task(
+    server: LocalLaunchServer, client: aiohttp.ClientSession, receiver: tuple[Receiver, str]
+) -> None:
+    target, url = receiver
+    _, created = await call(client, server, ASYNC, "fail-async", {"args": {"delay": 0}, "callback_url": url})
+    # a task that succeeds after it, with a callback to the same server, arrives alone
+    await server.wait_for_task(created["task_id"])
+    await call(client, server, ASYNC, "echo-async", {"args": {"delay": 0}, "callback_url": url})
+    async with asyncio.timeout(5):
+        await target.got_success.wait()
+    assert [payload["status_code"] for _, payload, _ in target.calls] == [200]
 
 
 async def test_callback_is_retried_and_failures_logged_without_secrets(
@@ -157,31 +220,29 @@ async def test_callback_is_retried_and_failures_logged_without_secrets(
     target, url = receiver
     target.statuses = [500, 503]
     body = {
-        "args": {"delay": 0, "message": "boom"},
+        "args": {"delay": 0},
         "callback_url": url,
         "callback_auth": {"kind": "basic", "username": "hook-user", "password": "s3cret-pass"},
     }
     with caplog.at_level(logging.WARNING, logger="launch_gateway.testing.local_launch"):
-        _, created = await call(client, server, ASYNC, "fail-async", body)
+        _, created = await call(client, server, ASYNC, "echo-async", body)
         async with asyncio.timeout(5):
             await target.got_success.wait()
     assert len(target.calls) == 3
-    assert all(
-        payload["status"] == "FAILURE" and payload["task_id"] == created["task_id"] for _, payload, _ in target.calls
-    )
+    assert all(payload["task_id"] == created["task_id"] for _, payload, _ in target.calls)
     assert "HTTP 500" in caplog.text
     assert "HTTP 503" in caplog.text
     assert "s3cret-pass" not in caplog.text
 
 
-async def test_callback_with_mtls_presents_the_client_certificate(
+async def test_callback_with_mtls_auth_ignores_it_and_sends_basic_as_the_owner(
     client: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    ca.configure_trust(server_context)
-    server_context.verify_mode = ssl.CERT_REQUIRED
+    # Launch presents no client certificate, so a server that asked for one would refuse it.
+    server_context.verify_mode = ssl.CERT_NONE
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     client_cert = ca.issue_cert("gateway-callbacks.example", common_name="gateway-callbacks.example")
@@ -199,8 +260,6 @@ async def test_callback_with_mtls_presents_the_client_certificate(
         _, created = await call(client, server, ASYNC, "echo-async", body)
         async with asyncio.timeout(5):
             await target.got_success.wait()
-    [(authorization, payload, subject)] = target.calls
-    assert authorization is None
+    [(authorization, payload, _)] = target.calls
+    assert authorization == aiohttp.encode_basic_auth("local-launch", "")  # no owner, no key: the server's name
     assert payload["task_id"] == created["task_id"]
-    assert subject is not None
-    assert "gateway-callbacks.example" in subject

@@ -92,6 +92,9 @@ def test_builtin_endpoints_and_their_descriptions(server: LocalLaunchServer) -> 
         "fail-async",
         "count",
         "read-url",
+        "status",
+        "status-async",
+        "refuse-stream",
     ]
     assert describe_endpoints(server)[0] == "echo (sync)"
     assert "count (streaming)" in describe_endpoints(server)
@@ -129,7 +132,20 @@ async def test_lookup_by_id(server: LocalLaunchServer, client: aiohttp.ClientSes
 async def test_lookup_of_an_unknown_id_is_404(server: LocalLaunchServer, client: aiohttp.ClientSession) -> None:
     async with client.get(f"{server.url}/v1/model-endpoints/end_nope") as response:
         assert response.status == 404
-        assert await response.json() == NOT_FOUND
+        assert await response.json() == {"detail": "Model Endpoint end_nope  was not found."}  # two spaces, as ME
+
+
+async def test_another_teams_key_does_not_see_an_owned_endpoint(client: aiohttp.ClientSession) -> None:
+    specs = [EndpointSpec("mine", "sync", examples.echo, owner="team-a"), EndpointSpec("shared", "sync", examples.echo)]
+    async with LocalLaunchServer(specs, api_keys=["key-a", "key-b"], teams={"key-a": "team-a"}) as server:
+        for key, names in (("key-a", ["mine", "shared"]), ("key-b", ["shared"])):
+            headers = {"Authorization": aiohttp.encode_basic_auth(key, "")}
+            async with client.get(f"{server.url}/v1/model-endpoints", headers=headers) as response:
+                assert [e["name"] for e in (await response.json())["model_endpoints"]] == names
+        headers = {"Authorization": aiohttp.encode_basic_auth("key-b", "")}
+        params = {"model_endpoint_id": server.endpoint_id("mine")}
+        async with client.post(f"{server.url}/v1/sync-tasks", params=params, json={}, headers=headers) as response:
+            assert (response.status, await response.json()) == (404, NOT_FOUND)
 
 
 async def test_ids_are_stable_across_servers() -> None:

@@ -2,23 +2,26 @@
 
 Every request passes one middleware that records it, lets the fault injector (`faults.py`) delay,
 refuse or break the answer, checks its API key, and turns our `LaunchHTTPError` (and aiohttp's
-own 404/405) into FastAPI-style `{"detail": ...}` bodies. Checks run in Launch's order: auth
-(401), body and query validation (422), endpoint lookup (404), endpoint type (400). A model's
-failure is never an HTTP error: sync answers 200 with FAILURE, a stream ends with a FAILURE event.
+own 404/405) into FastAPI-style `{"detail": ...}` bodies. Checks run in Launch's order: a body
+that is not JSON (422), auth (401), body and query validation (422), endpoint lookup (404, also
+for another team's endpoint), endpoint type (400). A model's failure is never an HTTP error: sync
+answers 200 with FAILURE, a stream ends with a FAILURE event; a container's 400 (`container.py`)
+is Launch's HTTP 400.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from functools import partial
 from typing import Any
 
 from aiohttp import web
 
-from launch_gateway.testing.local_launch.auth import authentication_error, read_api_key
+from launch_gateway.testing.local_launch.auth import Credentials, authentication_error, read_credentials
+from launch_gateway.testing.local_launch.container import invalid_request_detail
 from launch_gateway.testing.local_launch.endpoints import EndpointKind, EndpointRegistry, EndpointSpec
 from launch_gateway.testing.local_launch.event_stream import HEADERS as SSE_HEADERS
 from launch_gateway.testing.local_launch.event_stream import write_events
@@ -28,6 +31,7 @@ from launch_gateway.testing.local_launch.predict_request import (
     ErrorDetail,
     PredictRequest,
     RequestValidationError,
+    json_error,
     missing,
     parse_predict_request,
 )
@@ -36,6 +40,7 @@ from launch_gateway.testing.local_launch.results import ResultStore
 from launch_gateway.testing.local_launch.tasks import TaskQueue
 
 RECORD = web.RequestKey("local_launch_record", RequestRecord)
+TEAM = web.RequestKey("local_launch_team", str)
 ENDPOINT_NOT_FOUND = "The specified endpoint could not be found."
 MAX_BODY_BYTES = 64 * 1024 * 1024
 _RESULTS_PREFIX = "/v1/results/"
@@ -85,6 +90,7 @@ class LaunchApp:
         records: RecordLog,
         faults: FaultInjector,
         api_keys: Collection[str],
+        teams: Mapping[str, str],
         ping_interval: float,
         utcnow: Callable[[], datetime],
     ) -> None:
@@ -95,6 +101,7 @@ class LaunchApp:
         self._records = records
         self._faults = faults
         self._api_keys = frozenset(api_keys)
+        self._teams = dict(teams)
         self._ping_interval = ping_interval
         self._utcnow = utcnow
         self.handlers: set[asyncio.Task[Any]] = set()  # in flight, so stop() can cancel streams
@@ -113,7 +120,10 @@ class LaunchApp:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Record the request, check its key, run the handler, and note how it ended."""
-        api_key = read_api_key(request.headers.get("Authorization"))
+        credentials = read_credentials(request.headers.get("Authorization"))
+        api_key = credentials.api_key
+        if api_key is not None:
+            request[TEAM] = self._teams.get(api_key, api_key)  # ME's fake auth: a user is their own team
         record = RequestRecord(
             method=request.method,
             path=request.path,
@@ -129,7 +139,7 @@ class LaunchApp:
             self.handlers.add(task)
         try:
             record.body = await request.read()
-            response = await self._faults.answer(request, record, partial(self._answer, request, handler, api_key))
+            response = await self._faults.answer(request, record, partial(self._answer, request, handler, credentials))
         except asyncio.CancelledError:
             record.finish("disconnected")
             raise
@@ -147,14 +157,20 @@ class LaunchApp:
         record.finish("completed", response.status)
         return response
 
-    async def _answer(self, request: web.Request, handler: Handler, api_key: str | None) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, handler: Handler, credentials: Credentials) -> web.StreamResponse:
         try:
-            # FastAPI routes before it authenticates: an unknown route is a 404 even without a key.
+            # FastAPI routes before it authenticates: an unknown route is a 404 even without a key;
+            # it decodes a JSON body before too, then validates the body's fields after auth.
             routed = request.match_info.http_exception is None
+            if routed and request.method == "POST":
+                error = json_error(request[RECORD].body)
+                if error is not None:
+                    raise LaunchHTTPError(422, [error])
             if routed and not request.path.startswith(_RESULTS_PREFIX):
-                detail = authentication_error(api_key, self._api_keys)
-                if detail is not None:
-                    raise LaunchHTTPError(401, detail, {"WWW-Authenticate": "Basic"})
+                refused = authentication_error(credentials, self._api_keys)
+                if refused is not None:
+                    detail, scheme = refused
+                    raise LaunchHTTPError(401, detail, {"WWW-Authenticate": scheme})
             return await handler(request)
         except LaunchHTTPError as exc:
             return json_response({"detail": exc.detail}, exc.status, exc.headers)
@@ -165,12 +181,12 @@ class LaunchApp:
             raise
 
     def _endpoint(self, request: web.Request, accepts: Collection[EndpointKind], serves: str) -> EndpointSpec:
-        spec = self._registry.by_id(request.query["model_endpoint_id"])
+        spec = self._registry.by_id(request.query["model_endpoint_id"], request.get(TEAM))
         if spec is None:
             raise LaunchHTTPError(404, ENDPOINT_NOT_FOUND)
         if spec.kind not in accepts:
             # ME tasks_v1.py prefixes the use case's EndpointUnsupportedInferenceTypeException.
-            raise LaunchHTTPError(400, f"Unsupported inference type: Endpoint {spec.id} does not serve {serves}.")
+            raise LaunchHTTPError(400, f"Unsupported inference type: Endpoint {spec.id} {serves}.")
         return spec
 
     async def _task_request(
@@ -191,33 +207,39 @@ class LaunchApp:
 
     async def list_endpoints(self, request: web.Request) -> web.StreamResponse:
         name = request.query.get("name")
+        team = request.get(TEAM)
         if name is None:
-            specs = list(self._registry.endpoints)
+            specs = self._registry.visible(team)
         else:
-            spec = self._registry.by_name(name)
+            spec = self._registry.by_name(name, team)
             specs = [] if spec is None else [spec]
         return json_response({"model_endpoints": [self._registry.record(spec) for spec in specs]})
 
     async def get_endpoint(self, request: web.Request) -> web.StreamResponse:
-        spec = self._registry.by_id(request.match_info["endpoint_id"])
+        endpoint_id = request.match_info["endpoint_id"]
+        spec = self._registry.by_id(endpoint_id, request.get(TEAM))
         if spec is None:
-            raise LaunchHTTPError(404, ENDPOINT_NOT_FOUND)
+            raise LaunchHTTPError(404, f"Model Endpoint {endpoint_id}  was not found.")  # two spaces, as ME says
         return json_response(self._registry.record(spec))
 
     async def sync_task(self, request: web.Request) -> web.StreamResponse:
-        spec, predict = await self._task_request(request, _SYNC_KINDS, "sync requests")
+        spec, predict = await self._task_request(request, _SYNC_KINDS, "does not serve sync tasks")
         outcome = await self._runner.run(spec, predict)
+        container = outcome.container_error
+        if container is not None and container.status_code == 400:
+            raise LaunchHTTPError(400, invalid_request_detail(container.body))
         return json_response(outcome.sync_body())
 
     async def create_async_task(self, request: web.Request) -> web.StreamResponse:
-        spec, predict = await self._task_request(request, _ASYNC_KINDS, "async requests")
-        return json_response({"task_id": self._tasks.submit(spec, predict)})
+        spec, predict = await self._task_request(request, _ASYNC_KINDS, "is not an async endpoint")
+        owner = spec.owner or request.get(TEAM) or "local-launch"
+        return json_response({"task_id": self._tasks.submit(spec, predict, owner)})
 
     async def get_async_task(self, request: web.Request) -> web.StreamResponse:
         return json_response(self._tasks.response(request.match_info["task_id"]))
 
     async def streaming_task(self, request: web.Request) -> web.StreamResponse:
-        spec, predict = await self._task_request(request, _STREAMING_KINDS, "streaming requests")
+        spec, predict = await self._task_request(request, _STREAMING_KINDS, "is not a streaming endpoint")
         record = request[RECORD]
         response = web.StreamResponse(status=200, headers=SSE_HEADERS)
         try:

@@ -1,27 +1,25 @@
 """Callback delivery for finished async tasks, as Launch's `CallbackHook` does it.
 
-The POST body is the task's result dict (with `task_id`). Auth comes from the request's
-`callback_auth`: HTTP Basic, or a TLS client certificate for mtls (Launch accepts mtls but does not
-apply it; we do, so the gateway's mtls path can be tested). The callback server's certificate is
-checked against `ca_file` when given, else the default trust store. Up to three tries with
-exponential backoff; failures are logged with the task id and the URL's scheme, host and path
-only, never credentials.
+The POST body is the task's result dict with `status_code` and `task_id` (see `tasks.py`). It is
+sent with HTTP Basic: the request's `callback_auth` when it is basic, else the endpoint owner's id
+and an empty password. An mtls `callback_auth` is accepted and ignored, as Launch ignores it (ME
+`inference/post_inference_hooks.py`). The callback server's certificate is checked against
+`ca_file` when given, else the default trust store. Up to three tries with exponential backoff;
+failures are logged with the task id and the URL's scheme, host and path only, never credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
-from launch_gateway.testing.local_launch.predict_request import BasicCallbackAuth, CallbackAuth, MtlsCallbackAuth
+from launch_gateway.testing.local_launch.predict_request import BasicCallbackAuth, CallbackAuth
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +38,6 @@ def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"{type(exc).__name__}: {exc.os_error}"
     return type(exc).__name__
-
-
-def _write_private(directory: str, name: str, text: str) -> str:
-    path = os.path.join(directory, name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-    return path
 
 
 class CallbackSender:
@@ -83,37 +73,25 @@ class CallbackSender:
     def _trust_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self._ca_file)
 
-    def _client_cert_context(self, auth: MtlsCallbackAuth) -> ssl.SSLContext:
-        """A context presenting the PEM cert and key, loaded via private temp files then deleted."""
-        context = self._trust_context()
-        with tempfile.TemporaryDirectory(prefix="local-launch-mtls-") as directory:  # mode 0700
-            cert = _write_private(directory, "cert.pem", auth.cert)
-            key = _write_private(directory, "key.pem", auth.key)
-            context.load_cert_chain(cert, key)
-        return context
-
-    def schedule(self, task_id: str, url: str, auth: CallbackAuth | None, body: dict[str, Any]) -> None:
+    def schedule(self, task_id: str, url: str, auth: CallbackAuth | None, owner: str, body: dict[str, Any]) -> None:
         """Deliver in the background, so a slow callback server never holds up a worker."""
-        task = asyncio.create_task(self.deliver(task_id, url, auth, body))
+        task = asyncio.create_task(self.deliver(task_id, url, auth, owner, body))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def deliver(self, task_id: str, url: str, auth: CallbackAuth | None, body: dict[str, Any]) -> bool:
-        """POST `body` to `url`, retrying; True once the callback server answered 2xx."""
+    async def deliver(
+        self, task_id: str, url: str, auth: CallbackAuth | None, owner: str, body: dict[str, Any]
+    ) -> bool:
+        """POST `body` to `url` as `auth` (basic) or `owner`, retrying; True once it answered 2xx."""
         if self._session is None:
             raise RuntimeError("CallbackSender.start() was not called")
         where = _safe_url(url)
-        try:
-            ssl_context = self._server_trust
-            headers: dict[str, str] = {}
-            if isinstance(auth, MtlsCallbackAuth):
-                ssl_context = await asyncio.to_thread(self._client_cert_context, auth)
-            elif isinstance(auth, BasicCallbackAuth):
-                headers["Authorization"] = aiohttp.encode_basic_auth(auth.username, auth.password)
-        except (ssl.SSLError, ValueError, OSError) as exc:
-            # ssl errors name the failing step, not the key material.
-            logger.warning("callback for task %s to %s: unusable mtls cert/key (%s)", task_id, where, exc)
-            return False
+        ssl_context = self._server_trust
+        if isinstance(auth, BasicCallbackAuth):
+            authorization = aiohttp.encode_basic_auth(auth.username, auth.password)
+        else:
+            authorization = aiohttp.encode_basic_auth(owner, "")
+        headers = {"Authorization": authorization}
         tries = len(self._retry_delays) + 1
         for attempt in range(1, tries + 1):
             try:

@@ -12,7 +12,7 @@ import importlib
 import inspect
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast, get_args
 
@@ -33,12 +33,18 @@ class EndpointSpec:
     """A Launch endpoint served by a Python callable.
 
     `sync` and `async` endpoints run a plain or `async def` function; `streaming` endpoints run a
-    generator or async generator, whose every yield is one SSE event.
+    generator or async generator, whose every yield is one SSE event. A sync call on a streaming
+    endpoint goes to its container's predict route, as Launch sends it: `predict`, a plain or
+    `async def` function, or, without one, a container that has no such route (HTTP 404).
+    `owner` is the team whose keys see the endpoint (None: every key's); Launch answers 404 to the
+    others, and posts callbacks as this owner.
     """
 
     name: str
     kind: EndpointKind
     function: Callable[..., Any]
+    owner: str | None = field(default=None, kw_only=True)
+    predict: Callable[..., Any] | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -63,6 +69,9 @@ class EndpointSpec:
                 f"{self.kind} endpoint {self.name!r} got generator function {_describe(self.function)}; "
                 "declare it as streaming"
             )
+
+        if self.predict is not None and (self.kind != "streaming" or is_stream_function(self.predict)):
+            raise ValueError(f"endpoint {self.name!r}: predict is the plain function of a streaming endpoint")
 
     @property
     def id(self) -> str:
@@ -124,11 +133,16 @@ class EndpointRegistry:
     def endpoints(self) -> Sequence[EndpointSpec]:
         return tuple(self._by_name.values())
 
-    def by_name(self, name: str) -> EndpointSpec | None:
-        return self._by_name.get(name)
+    def by_name(self, name: str, team: str | None = None) -> EndpointSpec | None:
+        """The endpoint called `name`, if there is one that `team` may see (None: any team)."""
+        return _visible(self._by_name.get(name), team)
 
-    def by_id(self, id_: str) -> EndpointSpec | None:
-        return self._by_id.get(id_)
+    def by_id(self, id_: str, team: str | None = None) -> EndpointSpec | None:
+        return _visible(self._by_id.get(id_), team)
+
+    def visible(self, team: str | None) -> list[EndpointSpec]:
+        """The endpoints `team` may see: its own and those without an owner."""
+        return [spec for spec in self._by_name.values() if _visible(spec, team) is not None]
 
     def record(self, spec: EndpointSpec) -> dict[str, Any]:
         """The endpoint as `GET /v1/model-endpoints` describes it (GetModelEndpointV1Response)."""
@@ -147,7 +161,7 @@ class EndpointRegistry:
             "labels": {},
             "aws_role": None,
             "results_s3_bucket": None,
-            "created_by": "local-launch",
+            "created_by": spec.owner or "local-launch",
             "created_at": self._created_at,
             "last_updated_at": self._created_at,
             "deployment_state": None,
@@ -155,3 +169,9 @@ class EndpointRegistry:
             "num_queued_items": None,
             "public_inference": False,
         }
+
+
+def _visible(spec: EndpointSpec | None, team: str | None) -> EndpointSpec | None:
+    if spec is None or spec.owner is None or team is None or spec.owner == team:
+        return spec
+    return None

@@ -2,7 +2,10 @@
 
 Each chunk a model yields goes out at once as `data: {"status":"SUCCESS","result":{"result":
 <chunk>},...}\\r\\n\\r\\n`; a model that raises ends the stream with one FAILURE event; the body then
-just ends (launch-http-api.md §3). Pings are sse-starlette 1.6.1's `: ping - <utc>` comments.
+just ends (launch-http-api.md §3). A `ContainerError` (the container refused, e.g. 400, or the
+endpoint is throttled) ends it at once without an event: Launch has sent its 200 before it learns
+the container's status, and its event generator stops on the error (ME `api/tasks_v1.py`).
+Pings are sse-starlette 1.6.1's `: ping - <utc>` comments.
 The envelope around a chunk is constant, so each event costs one JSON encode of the chunk and one
 write, which keeps an async generator well above 50,000 events/s.
 """
@@ -19,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from launch_gateway.testing.local_launch.container import ContainerError
 from launch_gateway.testing.local_launch.results import format_failure
 
 HEADERS = {
@@ -70,6 +74,8 @@ async def write_events(
     try:
         try:
             events = await open_events()
+        except ContainerError:
+            return
         except Exception as exc:
             await send(failure_frame(format_failure(exc)))
             return
@@ -78,7 +84,7 @@ async def write_events(
             while True:
                 try:
                     chunk = await next_event()
-                except StopAsyncIteration:
+                except (StopAsyncIteration, ContainerError):
                     return
                 except Exception as exc:
                     await send(failure_frame(format_failure(exc)))

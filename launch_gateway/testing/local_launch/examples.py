@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
+from launch_gateway.testing.local_launch.container import ContainerError
 from launch_gateway.testing.local_launch.endpoints import EndpointSpec
 
 
@@ -55,6 +56,26 @@ async def count(n: int = 5, interval: float = 0.05, **kwargs: Any) -> AsyncItera
         yield {"i": i}
 
 
+def answer_status(status_code: int = 500, body: Any = None, **kwargs: Any) -> NoReturn:
+    """Answer as a container that says HTTP `status_code` with `body`: 429 or 503 is a throttled
+    endpoint (sync FAILURE at once, without Launch's 10 s of retries), 400 a refused request, and on
+    an async endpoint any status is SUCCESS with that status_code (see `container.py`)."""
+    raise ContainerError(int(status_code), body)
+
+
+async def answer_status_async(delay: float = 0.0, status_code: int = 500, body: Any = None, **kwargs: Any) -> NoReturn:
+    """`answer_status` as an async task body, after `delay` seconds."""
+    await asyncio.sleep(delay)
+    raise ContainerError(int(status_code), body)
+
+
+async def refuse_stream(status_code: int = 400, body: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
+    """A streaming container that answers `status_code` before its first event: Launch's stream
+    then ends clean and empty."""
+    raise ContainerError(int(status_code), body)
+    yield  # pragma: no cover - makes this an async generator
+
+
 def read_url(data: bytes) -> dict[str, Any]:
     """Describe the bytes fetched from the request's `url`."""
     return {"length": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -71,4 +92,7 @@ def builtin_endpoints() -> list[EndpointSpec]:
         EndpointSpec("fail-async", "async", fail_async),
         EndpointSpec("count", "streaming", count),
         EndpointSpec("read-url", "sync", read_url),
+        EndpointSpec("status", "sync", answer_status),
+        EndpointSpec("status-async", "async", answer_status_async),
+        EndpointSpec("refuse-stream", "streaming", refuse_stream),
     ]

@@ -15,9 +15,9 @@ import inspect
 import logging
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from contextlib import aclosing
 from typing import Any
 
+from launch_gateway.testing.local_launch.container import ContainerError
 from launch_gateway.testing.local_launch.endpoints import EndpointSpec
 from launch_gateway.testing.local_launch.predict_request import PredictRequest
 from launch_gateway.testing.local_launch.results import Outcome, ResultStore, format_failure
@@ -79,12 +79,6 @@ def _log_close_error(future: asyncio.Future[None]) -> None:
         logger.warning("closing a generator endpoint failed", exc_info=future.exception())
 
 
-async def collect_stream(function: Callable[..., Any], inputs: Inputs) -> list[Any]:
-    """All events of a streaming function, for `sync-tasks` on a streaming endpoint."""
-    async with aclosing(open_stream(function, inputs)) as events:
-        return [event async for event in events]
-
-
 class ModelRunner:
     """Runs an endpoint's function for one request and encodes what it returns."""
 
@@ -104,14 +98,21 @@ class ModelRunner:
         return (), request.args
 
     async def run(self, spec: EndpointSpec, request: PredictRequest) -> Outcome:
-        """Run to completion; a raising function is an Outcome with its traceback, not an error."""
+        """Run to completion; a raising function is an Outcome with its traceback, not an error.
+
+        A sync call on a streaming endpoint runs its `predict`, the container's predict route;
+        without one, the container answers 404 as a server without the route does.
+        """
         try:
             inputs = await self.inputs(request)
-            if spec.kind == "streaming":
-                value: Any = await collect_stream(spec.function, inputs)
-            else:
-                value = await call_function(spec.function, inputs)
+            function = spec.predict if spec.kind == "streaming" else spec.function
+            if function is None:
+                raise ContainerError(404, {"detail": "Not Found"})
+            value = await call_function(function, inputs)
             result = self._results.encode(value, pickled=request.return_pickled)
+        except ContainerError as exc:
+            body = self._results.encode(exc.body, pickled=False)
+            return Outcome(result=body, error=exc, status_code=exc.status_code)
         except Exception as exc:
             return Outcome(error=exc, traceback=format_failure(exc))
         return Outcome(result=result)

@@ -17,6 +17,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from launch_gateway.testing.local_launch.container import ContainerError, sync_traceback
+
 # Frames of the machinery that calls a model, left out of the tracebacks clients see.
 _PLUMBING = (
     os.path.dirname(asyncio.__file__),
@@ -40,20 +42,40 @@ def format_failure(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A prediction's end: the encoded result, or the exception and its formatted traceback."""
+    """A prediction's end: the encoded result, or the exception and its formatted traceback.
+
+    A `ContainerError` (the container answered non-2xx) is an error with a result too: its body,
+    encoded, and its status, which an async task reports as SUCCESS (see `container.py`).
+    """
 
     result: dict[str, str] | None = None
     error: BaseException | None = None
     traceback: str | None = None
+    status_code: int = 200
 
     @property
     def succeeded(self) -> bool:
         return self.error is None
 
+    @property
+    def container_error(self) -> ContainerError | None:
+        return self.error if isinstance(self.error, ContainerError) else None
+
     def sync_body(self) -> dict[str, Any]:
-        """The body of `POST /v1/sync-tasks`: HTTP 200 whether the model succeeded or not."""
+        """The body of `POST /v1/sync-tasks`: HTTP 200 whether the model succeeded or not.
+
+        A container's 400 is not answered here: Launch refuses the request with HTTP 400 instead.
+        """
         if self.succeeded:
             return {"status": "SUCCESS", "result": self.result, "traceback": None, "status_code": 200}
+        container = self.container_error
+        if container is not None:
+            return {
+                "status": "FAILURE",
+                "result": None,
+                "traceback": sync_traceback(container),
+                "status_code": container.status_code,
+            }
         return {"status": "FAILURE", "result": None, "traceback": self.traceback, "status_code": 500}
 
 

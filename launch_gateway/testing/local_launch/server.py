@@ -8,7 +8,7 @@ and the model function behind it, and keeps a `RequestRecord` of every request f
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -39,7 +39,10 @@ class LocalLaunchServer:
     """A Launch-compatible HTTP server running Python callables as model endpoints.
 
     `endpoints` None serves `builtin_endpoints()`. With `api_keys` empty any credentials (or
-    none) pass. `callback_ca_file` is the CA bundle that callback servers' certificates are
+    none) pass. `teams` maps an API key to its team (a key not in it is a team of its own, as in
+    model-engine's fake auth): an endpoint with an `owner` is seen only by that team's keys.
+    `track_started` False leaves tasks PENDING until they end, as a queue that does not report
+    STARTED. `callback_ca_file` is the CA bundle that callback servers' certificates are
     checked against (default: the system trust store). `faults` (default none) may be replaced
     while the server runs: `server.faults = Faults(throttle_rate=1.0)`.
     """
@@ -51,6 +54,8 @@ class LocalLaunchServer:
         host: str = "127.0.0.1",
         port: int = 0,
         api_keys: Collection[str] = (),
+        teams: Mapping[str, str] | None = None,
+        track_started: bool = True,
         ping_interval: float = 15.0,
         workers: int = 4,
         callback_ca_file: str | None = None,
@@ -69,7 +74,7 @@ class LocalLaunchServer:
         self._results = ResultStore()
         self._callbacks = CallbackSender(ca_file=callback_ca_file)
         self._runner = ModelRunner(self._fetch, self._results)
-        self._tasks = TaskQueue(self._runner.run, self._callbacks, workers=workers)
+        self._tasks = TaskQueue(self._runner.run, self._callbacks, workers=workers, track_started=track_started)
         self._app = LaunchApp(
             registry=self._registry,
             runner=self._runner,
@@ -78,6 +83,7 @@ class LocalLaunchServer:
             records=self._log,
             faults=self._faults,
             api_keys=api_keys,
+            teams=teams or {},
             ping_interval=ping_interval,
             utcnow=_utcnow,
         )
