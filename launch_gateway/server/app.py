@@ -338,6 +338,7 @@ class GatewayServer:
         await self.limiter.close()
         if self.tracing is not None:
             await self.tracing.close()  # the last spans are sent before stop returns
+        log.info("launch-gateway stopped")
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

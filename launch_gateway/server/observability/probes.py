@@ -5,7 +5,9 @@ that the upstream answers HTTP; the gateway is ready when its configuration is l
 answers, and it is not draining. It drives the standard gRPC health service's readiness entries (""
 and EndpointService's): SERVING only when ready, NOT_SERVING otherwise and for good once draining
 starts. Liveness is apart and never follows the upstream: the `liveness` entry (SERVING from start
-until shutdown, set by the app) and `/healthz`.
+until shutdown, set by the app) and `/healthz`. Each change of readiness is logged once: a WARNING
+with the reasons when the gateway becomes not ready (the first check included, so a dead upstream
+is never silent), INFO when it is ready again, and INFO when draining starts.
 
 `OpsServer` serves, on its own port (aiohttp): `/metrics` (Prometheus text format), `/healthz` (200
 while the process runs) and `/readyz` (200 when ready, else 503 with the reasons).
@@ -54,6 +56,7 @@ class Readiness:
         self.upstream_reachable = False
         self.draining = False
         self._extra: dict[str, Callable[[], str | None]] = {}  # more conditions: name -> reason or None
+        self._logged: bool | None = None  # the readiness last logged (None: none yet), so each change is logged once
         self._task: asyncio.Task[None] | None = None
 
     def add_condition(self, name: str, reason: Callable[[], str | None]) -> None:
@@ -76,17 +79,21 @@ class Readiness:
 
     async def refresh(self) -> None:
         """Probe the upstream once and publish the result to the health service."""
-        reachable = await self._probe()
-        if reachable != self.upstream_reachable:
-            log.log(
-                logging.INFO if reachable else logging.WARNING,
-                "upstream %s",
-                "reachable" if reachable else "unreachable",
-            )
-        self.upstream_reachable = reachable
+        self.upstream_reachable = await self._probe()
         await self.publish()
 
+    def _log_change(self) -> None:
+        reasons = self.reasons()
+        if self.draining or (not reasons) == self._logged:
+            return  # draining is logged by `drain`, once
+        self._logged = not reasons
+        if reasons:
+            log.warning("readiness: not ready (%s)", "; ".join(reasons))
+        else:
+            log.info("readiness: ready (the upstream answers)")
+
     async def publish(self) -> None:
+        self._log_change()
         if self._on_change is not None:
             self._on_change(self.ready, self.upstream_reachable)
         if self.draining:
@@ -107,6 +114,8 @@ class Readiness:
     async def drain(self) -> None:
         """Not ready from now on: NOT_SERVING everywhere, so balancers stop sending calls."""
         self.draining = True
+        self._logged = False
+        log.info("readiness: not ready (%s)", "; ".join(self.reasons()))
         await self._health.enter_graceful_shutdown()
         if self._on_change is not None:
             self._on_change(False, self.upstream_reachable)
