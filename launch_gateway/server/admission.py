@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from launch_gateway.server.access.callbacks import check_addresses, check_policy, parse_callback_url
 from launch_gateway.server.access.credentials import Credential, credential_for_key
@@ -40,6 +41,7 @@ from launch_gateway.server.observability.telemetry import Telemetry
 from launch_gateway.server.settings import Settings
 
 log = logging.getLogger("launch_gateway")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,12 @@ class Gate:
         if key is None:  # known by its certificate, but forward mode needs a Launch key to pass on
             raise Unauthenticated("authorization: this tenant forwards its Launch API key; send it as a Bearer token")
         return Caller(tenant, credential_for_key(key))
+
+    @staticmethod
+    def allowed(caller: Caller, endpoints: Sequence[T], name: Callable[[T], str]) -> list[T]:
+        """Of `endpoints`, those the caller may call (ListEndpoints shows no others); all in open mode."""
+        tenant = caller.tenant
+        return list(endpoints) if tenant is None else [e for e in endpoints if tenant.may_call(name(e))]
 
     def authorize(self, caller: Caller, endpoint: str) -> None:
         if caller.tenant is not None and not caller.tenant.may_call(endpoint):

@@ -18,9 +18,11 @@ else that escapes a handler is a bug and becomes INTERNAL there. Callers test th
     │   └── CallbackRefused         the callback URL breaks the tenant's policy (lives in access/callbacks.py)
     ├── ResourceExhausted           RESOURCE_EXHAUSTED: too much or too often; `retry_after` says when to retry
     │   ├── LimitExceeded           a tenant's rate limit or concurrency cap
-    │   └── UpstreamTooLarge        the upstream's answer is past upstream.max_body_bytes
+    │   ├── UpstreamTooLarge        the upstream's answer is past upstream.max_body_bytes
+    │   └── EndpointOverloaded      Launch's FAILURE with status_code 429: the endpoint's pods are busy
     ├── FailedPrecondition          FAILED_PRECONDITION: an upstream client error the table does not name
-    │   └── WrongEndpointKind       the RPC does not fit the endpoint's kind
+    │   ├── WrongEndpointKind       the RPC does not fit the endpoint's kind
+    │   └── EmptyStream             the upstream ended a stream without a single event
     ├── Aborted                     ABORTED: the upstream saw a conflict (HTTP 409)
     ├── Unimplemented               UNIMPLEMENTED: the upstream does not offer this (HTTP 501)
     ├── Internal                    INTERNAL: a bug in the gateway, or the upstream's own (HTTP 500)
@@ -28,7 +30,8 @@ else that escapes a handler is a bug and becomes INTERNAL there. Callers test th
     │       └── EventTooLarge       a server-sent event (or line) past the parser's size limit
     ├── Unavailable                 UNAVAILABLE: clients retry this at once, on this replica or another
     │   ├── UpstreamUnavailable     the upstream could not be reached or is down (HTTP 502, 503)
-    │   │   └── ConnectFailed       no connection: the request was never sent, so any call may retry
+    │   │   ├── ConnectFailed       no connection: the request was never sent, so any call may retry
+    │   │   └── EndpointUnavailable Launch's FAILURE with status_code 503: the endpoint has no healthy pods
     │   ├── PoolFull                the gateway's own share of upstream connections is in use: not the upstream's fault
     │   └── ShuttingDown            the gateway is draining
     └── Unauthenticated             UNAUTHENTICATED: no credential, or one the upstream refused
@@ -176,12 +179,31 @@ class UpstreamTooLarge(ResourceExhausted):
     pass
 
 
+class EndpointOverloaded(ResourceExhausted):
+    """Launch answered FAILURE with status_code 429: its inference gateway retried the busy pods and gave up."""
+
+    reason = "ENDPOINT_OVERLOADED"
+    error_class = "upstream"
+
+    def __init__(self, message: str, *, endpoint_status_code: int = 429) -> None:
+        super().__init__(message)
+        self.metadata = {"endpoint_status_code": str(endpoint_status_code)}
+
+
 class FailedPrecondition(GatewayError):
     code = Code.FAILED_PRECONDITION
 
 
 class WrongEndpointKind(FailedPrecondition):
     pass
+
+
+class EmptyStream(FailedPrecondition):
+    """The upstream ended a stream cleanly without a single event (Launch's answer when the model's pod
+    refused the request: docs/errors.md)."""
+
+    reason = "UPSTREAM_STREAM_EMPTY"
+    error_class = "upstream"
 
 
 class Aborted(GatewayError):
@@ -214,6 +236,16 @@ class UpstreamUnavailable(Unavailable):
 
 class ConnectFailed(UpstreamUnavailable):
     """The connection could not be made: nothing reached the upstream."""
+
+
+class EndpointUnavailable(UpstreamUnavailable):
+    """Launch answered FAILURE with status_code 503: the endpoint had no healthy pods in time."""
+
+    reason = "ENDPOINT_UNAVAILABLE"
+
+    def __init__(self, message: str, *, endpoint_status_code: int = 503) -> None:
+        super().__init__(message)
+        self.metadata = {"endpoint_status_code": str(endpoint_status_code)}
 
 
 class PoolFull(Unavailable):

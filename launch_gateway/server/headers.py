@@ -13,6 +13,11 @@
   most 32 `key=value` members in at most `TRACESTATE_MAX_LENGTH` characters, and an API key at most
   `MAX_API_KEY_LENGTH` characters (forwarded keys are kept, in the credential cache); anything else is
   INVALID_ARGUMENT naming the metadata key, so no control or 8-bit character reaches an HTTP header.
+- `EndpointRequest.extra_headers` go upstream on the task request, as the Launch client's do
+  (`extra_headers_from`): each name an RFC 9110 token, each value printable ASCII, at most
+  `MAX_EXTRA_HEADERS` of them in `MAX_EXTRA_HEADER_BYTES` of names and values; never a name in
+  `DENIED_EXTRA_HEADERS` (nor `proxy-*`): the credential, framing and hop-by-hop headers and the ones the
+  gateway itself sets. A refusal is INVALID_ARGUMENT naming `request.extra_headers["name"]`.
 Pure: no grpc, no aiohttp.
 """
 
@@ -20,10 +25,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Iterable, Mapping
 
-from launch_gateway.server.errors import InvalidArgument
+from launch_gateway.server.errors import SHOWN_CHARACTERS, InvalidArgument, shown
 
 PASSED_THROUGH = ("x-request-id", "traceparent", "tracestate")
 MAX_API_KEY_LENGTH = 512  # characters of a caller's API key
@@ -38,6 +44,32 @@ _TRACESTATE_MEMBER = re.compile(
     r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
 )
 REQUEST_ID_MAX = 128
+MAX_EXTRA_HEADERS = 32
+MAX_EXTRA_HEADER_BYTES = 8192  # names and values of one request's extra_headers together
+# Names extra_headers may not set, lower-case: whoever sets these would speak for the gateway (the
+# credential and the headers it sets itself), reframe the request, or address a hop, not the upstream.
+DENIED_EXTRA_HEADERS = frozenset(
+    {
+        "authorization",  # the upstream credential is the gateway's to choose (tenants, forward mode)
+        "x-api-key",
+        "cookie",
+        "host",
+        "content-length",  # the body is the gateway's: its framing and type too
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "expect",
+        "accept",  # JSON or text/event-stream, per route: the gateway reads the answer
+        "connection",  # hop-by-hop (RFC 9110 section 7.6.1)
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        *PASSED_THROUGH,  # the gateway's own request id and trace context
+    }
+)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 section 5.6.2
+_FIELD_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?|")  # printable ASCII, no edge spaces
 _REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{REQUEST_ID_MAX}}}")
 
 Metadata = Iterable[tuple[str, str | bytes]]
@@ -130,3 +162,32 @@ def check_tracestate(value: str) -> None:
 def usable_request_id(value: str | None) -> str | None:
     """The caller's `x-request-id` if it is plain enough to log and pass on, else None."""
     return value if value is not None and _REQUEST_ID.fullmatch(value) else None
+
+
+def extra_headers_from(extra: Mapping[str, str]) -> dict[str, str]:
+    """`EndpointRequest.extra_headers` as HTTP headers for the upstream request, checked (see the module
+    doc); INVALID_ARGUMENT naming `request.extra_headers["name"]` for the first one refused."""
+    if len(extra) > MAX_EXTRA_HEADERS:
+        raise InvalidArgument("request.extra_headers", f"more than {MAX_EXTRA_HEADERS} headers")
+    if sum(len(name.encode()) + len(value.encode()) for name, value in extra.items()) > MAX_EXTRA_HEADER_BYTES:
+        raise InvalidArgument(
+            "request.extra_headers", f"names and values longer than {MAX_EXTRA_HEADER_BYTES} bytes in all"
+        )
+    headers: dict[str, str] = {}
+    seen: set[str] = set()
+    for name in sorted(extra):
+        field = f"request.extra_headers[{json.dumps(name) if len(name) <= SHOWN_CHARACTERS else shown(name)}]"
+        if not _TOKEN.fullmatch(name):
+            raise InvalidArgument(
+                field, "not an HTTP header name (an RFC 9110 token: letters, digits and !#$%&'*+-.^_`|~)"
+            )
+        lower = name.lower()
+        if lower in DENIED_EXTRA_HEADERS or lower.startswith("proxy-"):
+            raise InvalidArgument(field, "the gateway sets this header itself or does not pass it on (docs/errors.md)")
+        if lower in seen:
+            raise InvalidArgument(field, "given more than once (header names are case-insensitive)")
+        seen.add(lower)
+        if not _FIELD_VALUE.fullmatch(extra[name]):
+            raise InvalidArgument(field, "the value must be printable ASCII without leading or trailing spaces")
+        headers[name] = extra[name]
+    return headers

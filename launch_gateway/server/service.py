@@ -8,6 +8,8 @@ stale); `translate` shapes bodies and `upstream` speaks HTTP.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,12 +23,13 @@ from launch_gateway.server.access.tenants import Subject
 from launch_gateway.server.admission import Admission, Caller, Edge, Gate
 from launch_gateway.server.clock import Clock
 from launch_gateway.server.errors import (
+    EmptyStream,
     NotFound,
     UpstreamProtocolError,
     UpstreamTimeout,
     WrongEndpointKind,
 )
-from launch_gateway.server.headers import Metadata, passed_through_headers
+from launch_gateway.server.headers import Metadata, extra_headers_from, passed_through_headers
 from launch_gateway.server.observability.telemetry import CallRecord, Telemetry, current_call
 from launch_gateway.server.settings import Settings
 from launch_gateway.server.statuses import Drain, boundary
@@ -37,8 +40,10 @@ from launch_gateway.server.upstream.translate import (
     check_endpoint_name,
     check_task_id,
     check_upstream_task_id,
+    endpoint_from_record,
     is_upstream_task_id,
     kind_name,
+    raise_for_capacity,
     to_endpoint_response,
     to_upstream_body,
     wait_timeout_from,
@@ -74,6 +79,14 @@ class Scope:
     @property
     def credential(self) -> Credential:
         return self.caller.credential
+
+    def task_call(self, request: pb.EndpointRequest) -> UpstreamCall:
+        """The upstream call of a task route: this RPC's, with the request's checked `extra_headers`
+        (none of which can be one the gateway sets: `headers.DENIED_EXTRA_HEADERS`)."""
+        if not request.extra_headers:
+            return self.call
+        extra = extra_headers_from(request.extra_headers)
+        return dataclasses.replace(self.call, headers={**extra, **self.call.headers})
 
 
 # Where grpc's auth context puts each type of client certificate name (access.tenants.SUBJECT_TYPES).
@@ -149,11 +162,13 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         default_timeout: float,
         endpoint: str | None = None,
         task_id: str | None = None,
+        listing: bool = False,
     ) -> AsyncIterator[Scope]:
         """Admit the RPC (identify, authorize, limit: see `admission`), and give back its slot at the end.
 
         Endpoint RPCs pass `endpoint`; task RPCs pass `task_id`, whose handle names the endpoint and
-        the tenant. The concurrency kind is the one the RPC's boundary declared.
+        the tenant; `listing` RPCs name no endpoint, and filter what they show by the tenant's
+        (`Gate.allowed`). The concurrency kind is the one the RPC's boundary declared.
         """
         edge = self._edges()
         record = current_call()
@@ -161,7 +176,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         metadata = context.invocation_metadata()
         caller = self._identify(edge, metadata, context, record)
         task = self._task(edge, caller, task_id) if task_id is not None else None
-        endpoint = self._authorize(caller, _target(endpoint, task), record)
+        endpoint = None if listing else self._authorize(caller, _target(endpoint, task), record)
         admission = await self._gate.limit(caller, endpoint, record.kind)
         try:
             call = await self._start(context, metadata, caller, record, admission, default_timeout)
@@ -249,10 +264,11 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
 
             async def predict(endpoint: pb.Endpoint) -> Any:
                 body = to_upstream_body(request.request, endpoint.kind)
-                return await self._api.sync_predict(endpoint.id, body, scope.call)
+                return await self._api.sync_predict(endpoint.id, body, scope.task_call(request.request))
 
             payload = await self._on_endpoint("Predict", request.endpoint_name, _PREDICT_KINDS, scope, predict)
-        return pb.PredictResponse(response=to_endpoint_response(payload))
+        response = raise_for_capacity(to_endpoint_response(payload), request.endpoint_name)
+        return pb.PredictResponse(response=response)
 
     @boundary("unary")
     async def SubmitAsync(self, request: pb.SubmitAsyncRequest, context: Context) -> pb.SubmitAsyncResponse:
@@ -263,7 +279,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                 body = to_upstream_body(request.request, endpoint.kind)
                 if request.request.HasField("callback_url"):
                     await self._gate.check_callback(scope.caller, request.request.callback_url)
-                return await self._api.submit_async(endpoint.id, body, scope.call)
+                return await self._api.submit_async(endpoint.id, body, scope.task_call(request.request))
 
             upstream_id = await self._on_endpoint("SubmitAsync", name, _ASYNC_KINDS, scope, submit)
             if not is_upstream_task_id(upstream_id):  # it could not be polled
@@ -281,7 +297,8 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         async with self._admit(context, self._timeouts.poll, task_id=request.task_id) as scope:
             assert scope.task is not None
             response = await self._poll(request.task_id, scope.task.upstream_id, scope.call)
-        return pb.GetAsyncTaskResponse(response=response)
+        # Checked here, not in the poll: a wait's loop would take the error for a transient one and poll on.
+        return pb.GetAsyncTaskResponse(response=raise_for_capacity(response, scope.task.endpoint))
 
     @boundary("wait")
     async def WaitAsyncTask(self, request: pb.WaitAsyncTaskRequest, context: Context) -> pb.WaitAsyncTaskResponse:
@@ -305,7 +322,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                 wait,
             )
             self.telemetry.metrics.wait_seconds.observe(self._clock.now() - started)
-        return pb.WaitAsyncTaskResponse(response=response)
+        return pb.WaitAsyncTaskResponse(response=raise_for_capacity(response, scope.task.endpoint))
 
     # The boundary hands grpc.aio a coroutine that writes each message (statuses.boundary), a form its
     # stubs do not know: they type a streaming method as returning an iterator.
@@ -319,7 +336,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
 
             async def open_stream(endpoint: pb.Endpoint) -> tuple[AsyncGenerator[bytes, None], bytes | None]:
                 body = to_upstream_body(request.request, endpoint.kind)
-                events = self._api.stream(endpoint.id, body, scope.call)
+                events = self._api.stream(endpoint.id, body, scope.task_call(request.request))
                 # Read the first event here, so a 404 on opening still takes the stale-cache path.
                 try:
                     return events, await anext(events, None)
@@ -330,9 +347,15 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             events, first = await self._on_endpoint("StreamPredict", name, _STREAM_KINDS, scope, open_stream)
             if first is None:
                 await events.aclose()
-                return
+                raise EmptyStream(
+                    "upstream POST /v1/streaming-tasks ended the stream without an event: Launch answers 200 "
+                    "text/event-stream before it calls the model, so when the model's pod refuses the request "
+                    "(HTTP 400, e.g. an input it rejects) Launch cannot send an error status and ends the stream "
+                    "empty; check the request against the model",
+                )
+            to_message = functools.partial(_stream_message, endpoint=name)
             # From here on the relay owns the upstream stream: its reader alone reads it and closes it.
-            messages = Relay(events, _stream_message)
+            messages = Relay(events, to_message)
             label = self.telemetry.endpoint_label(name)
             metrics = self.telemetry.metrics
             relayed = 0  # counted in batches: a metric update per event is a measurable cost
@@ -340,7 +363,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             try:
                 metrics.first_event.labels(label).observe(self._clock.now() - started)
                 relayed += 1
-                yield _stream_message(first)
+                yield to_message(first)
                 async for message in messages:
                     relayed += 1
                     if relayed == 256:
@@ -358,6 +381,13 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             endpoint = await self._directory.resolve(name, scope.call, scope.credential.scope)
         return pb.GetEndpointResponse(endpoint=endpoint)
 
+    @boundary("unary")
+    async def ListEndpoints(self, request: pb.ListEndpointsRequest, context: Context) -> pb.ListEndpointsResponse:
+        async with self._admit(context, self._timeouts.poll, listing=True) as scope:
+            records = await self._api.list_endpoints(scope.call)
+        endpoints = self._gate.allowed(scope.caller, [endpoint_from_record(r) for r in records], lambda e: e.name)
+        return pb.ListEndpointsResponse(endpoints=endpoints)
+
 
 def _target(endpoint: str | None, task: TaskRef | None) -> str | None:
     """The endpoint an RPC calls: named by the request, or by the task's handle (None if it names none)."""
@@ -366,9 +396,11 @@ def _target(endpoint: str | None, task: TaskRef | None) -> str | None:
     return check_endpoint_name(endpoint or "")
 
 
-def _stream_message(data: bytes) -> pb.StreamPredictResponse:
+def _stream_message(data: bytes, endpoint: str) -> pb.StreamPredictResponse:
+    """One event as a message; Launch's capacity FAILURE event ends the stream with its error instead."""
     try:
         payload = json.loads(data)
     except ValueError as exc:
         raise UpstreamProtocolError(f"upstream stream sent an event whose data is not JSON: {exc}") from exc
-    return pb.StreamPredictResponse(response=to_endpoint_response(payload, streaming=True))
+    response = raise_for_capacity(to_endpoint_response(payload, streaming=True), endpoint)
+    return pb.StreamPredictResponse(response=response)

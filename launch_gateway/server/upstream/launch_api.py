@@ -377,6 +377,14 @@ class LaunchAPI:
                 return record
         return None
 
+    async def list_endpoints(self, call: UpstreamCall) -> list[Mapping[str, Any]]:
+        """Every endpoint record the caller's key sees (`GET /v1/model-endpoints` without a name)."""
+        payload = await self._json("GET", "/v1/model-endpoints", call, params={}, idempotent=True, share=self._lookups)
+        endpoints = payload.get("model_endpoints") if isinstance(payload, dict) else None
+        if not isinstance(endpoints, list) or not all(isinstance(record, dict) for record in endpoints):
+            raise UpstreamProtocolError("upstream GET /v1/model-endpoints answered without a model_endpoints list")
+        return endpoints
+
     async def sync_predict(self, endpoint_id: str, body: bytes, call: UpstreamCall) -> Any:
         """`POST /v1/sync-tasks`: the task's response body."""
         return await self._json("POST", "/v1/sync-tasks", call, params={"model_endpoint_id": endpoint_id}, body=body)

@@ -16,6 +16,11 @@ Responses: Launch wraps a predict function's value differently per bundle type (
   and forwarders both serialise) and is passed through when it parses, else quoted; for streaming,
   v is the event's parsed value and is serialised;
 - anything else is serialised whole; a FAILURE's `result` (Launch puts `str(exc)` there) too.
+
+A FAILURE is the model's, and data, except when Launch's inference gateway says the endpoint had no
+capacity: `status_code` 429 (its pods kept answering 429 through Launch's own retries) or 503 (no
+healthy pod in time). `raise_for_capacity` makes those RESOURCE_EXHAUSTED and UNAVAILABLE errors,
+so callers' retry policies apply (docs/errors.md, "Capacity is not a model failure").
 """
 
 from __future__ import annotations
@@ -30,7 +35,14 @@ from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2, struct_pb2
 
-from launch_gateway.server.errors import SHOWN_CHARACTERS, InvalidArgument, UpstreamProtocolError, shown
+from launch_gateway.server.errors import (
+    SHOWN_CHARACTERS,
+    EndpointOverloaded,
+    EndpointUnavailable,
+    InvalidArgument,
+    UpstreamProtocolError,
+    shown,
+)
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 
 MAX_SAFE_INTEGER = 2**53
@@ -74,7 +86,18 @@ def endpoint_from_record(record: Mapping[str, Any]) -> pb.Endpoint:
     except (KeyError, TypeError) as exc:
         raise UpstreamProtocolError(f"upstream endpoint record lacks {exc}") from exc
     kind = _KIND_FROM_UPSTREAM.get(str(record.get("endpoint_type", "")), pb.ENDPOINT_KIND_UNSPECIFIED)
-    return pb.Endpoint(id=str(endpoint_id), name=str(name), kind=kind, status=str(record.get("status") or ""))
+    endpoint = pb.Endpoint(id=str(endpoint_id), name=str(name), kind=kind, status=str(record.get("status") or ""))
+    reason = record.get("status_reason")
+    if isinstance(reason, str):
+        endpoint.status_reason = reason
+    for field in ("resource_state", "deployment_state"):
+        state = record.get(field)
+        if isinstance(state, dict):  # the record's object as Launch sends it; null or absent stays unset
+            try:
+                getattr(endpoint, field).update(state)
+            except (ValueError, TypeError) as exc:
+                raise UpstreamProtocolError(f"upstream endpoint record's {field} cannot be read: {exc}") from exc
+    return endpoint
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -232,11 +255,9 @@ def to_upstream_body(request: pb.EndpointRequest, kind: pb.EndpointKind.ValueTyp
         if nests_deeper(raw_args):
             raise InvalidArgument("request.args_json", f"nested deeper than {MAX_JSON_DEPTH} levels")
         try:
-            parsed = json.loads(raw_args)
+            json.loads(raw_args)  # any JSON value: a runnable image gets args as its whole payload
         except ValueError as exc:
             raise InvalidArgument("request.args_json", f"not valid JSON ({exc})") from exc
-        if not isinstance(parsed, dict):
-            raise InvalidArgument("request.args_json", "must be a JSON object of keyword arguments")
     else:
         raise InvalidArgument("request.input", "exactly one of url, args or args_json must be set")
 
@@ -315,3 +336,33 @@ def to_endpoint_response(payload: Any, *, streaming: bool = False, task_id: str 
     if isinstance(status_code, int) and not isinstance(status_code, bool):
         response.status_code = status_code
     return response
+
+
+# Launch's status_code on a FAILURE that means "no capacity", not "the model failed": what its live
+# inference gateways answer after their retries (429: "Too many concurrent requests", 503: "No
+# healthy upstream"). A FAILURE with any other status_code, or none, is the model's own.
+CAPACITY_ERRORS: Mapping[int, type[EndpointOverloaded | EndpointUnavailable]] = {
+    429: EndpointOverloaded,
+    503: EndpointUnavailable,
+}
+MAX_TRACEBACK_SHOWN = 512  # characters of Launch's traceback quoted in a capacity error's message
+
+
+def raise_for_capacity(response: pb.EndpointResponse, endpoint: str = "") -> pb.EndpointResponse:
+    """`response`, unless it is Launch's capacity FAILURE (`CAPACITY_ERRORS`): then the error for its
+    status_code, whose message quotes the traceback (bounded) and whose ErrorInfo names the code."""
+    if response.status != pb.TASK_STATUS_FAILURE or not response.HasField("status_code"):
+        return response
+    error = CAPACITY_ERRORS.get(response.status_code)
+    if error is None:
+        return response
+    said = response.traceback if response.HasField("traceback") else "(no traceback)"
+    if len(said) > MAX_TRACEBACK_SHOWN:
+        said = f"{said[:MAX_TRACEBACK_SHOWN]}... ({len(said)} characters)"
+    what = "is overloaded" if response.status_code == 429 else "has no healthy pods"
+    subject = f"endpoint {shown(endpoint)}" if endpoint else "the endpoint"
+    raise error(
+        f"{subject} {what}: Launch answered FAILURE with status_code {response.status_code} "
+        f"after its own retries: {said}",
+        endpoint_status_code=response.status_code,
+    )
