@@ -167,13 +167,13 @@ class EndpointRequest(_message.Message):
 
     @_builtins.property
     def extra_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """HTTP headers sent with the upstream request to Launch, as the Launch client's extra_headers
-        are. A name must be an RFC 9110 token; names the gateway owns or that would change how the
-        request is framed or authenticated are refused with INVALID_ARGUMENT (authorization, cookie,
-        host, content-length, content-type, content-encoding, the hop-by-hop headers connection,
-        keep-alive, te, trailer, transfer-encoding, upgrade and proxy-*, and the gateway's own
-        x-request-id, traceparent and tracestate), as are values with control characters and more
-        than 32 headers or 8 KiB of names and values in all (docs/errors.md).
+        """HTTP headers sent with the task request to Launch, as the Launch client's extra_headers are.
+        A name must be an RFC 9110 token and a value printable ASCII; names the gateway owns or that
+        would change how the request is framed or authenticated are refused with INVALID_ARGUMENT
+        (authorization, x-api-key, cookie, host, accept, expect, content-length, content-type,
+        content-encoding, the hop-by-hop connection, keep-alive, te, trailer, transfer-encoding,
+        upgrade and proxy-*, and the gateway's own x-request-id, traceparent and tracestate), as are
+        more than 32 headers or 8 KiB of names and values in all (docs/errors.md, "Extra headers").
         """
 
     def __init__(
