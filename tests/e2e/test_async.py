@@ -154,5 +154,5 @@ async def test_callback_arrives_with_the_basic_auth_given(stack: Stack, raw_upst
     task_id = (await stack.stub.SubmitAsync(request, timeout=10)).task_id
     authorization, body = await asyncio.wait_for(received.get(), 10)
     assert authorization == "Basic " + base64.b64encode(b"cb-user:cb-pass").decode()
-    assert body["task_id"] == task_id
-    assert body["status"] == "SUCCESS"
+    # Launch's callback body: the result and its status code, no `status`
+    assert body == {"result": '{"delay": 0, "x": 1}', "status_code": 200, "task_id": task_id}
