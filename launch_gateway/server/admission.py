@@ -9,7 +9,8 @@ per-RPC decisions against it, in this order, so that a caller learns no more tha
    file at all; never just an empty tenant list) every caller is accepted (local use).
 2. authorize: the endpoint must match one of the tenant's names or patterns -> PERMISSION_DENIED.
 3. limit: token buckets per tenant and per tenant and endpoint -> RESOURCE_EXHAUSTED with a retry
-   delay; then a concurrency slot of the RPC's kind -> RESOURCE_EXHAUSTED at once, never a queue.
+   delay; then a concurrency slot of the RPC's kind -> RESOURCE_EXHAUSTED at once, never a queue
+   (with a short retry delay, `CAP_RETRY_DELAY`).
    As in Envoy, the buckets are checked one after the other and a call refused by a later one has
    still spent its token in the earlier ones.
 """
@@ -41,6 +42,10 @@ from launch_gateway.server.observability.telemetry import Telemetry
 from launch_gateway.server.settings import Settings
 
 log = logging.getLogger("launch_gateway")
+
+# A cap frees when one of the tenant's own calls ends, which the gateway cannot foresee: a second keeps
+# a client that honours RetryInfo from retrying in a tight loop, and is short next to most calls.
+CAP_RETRY_DELAY = 1.0
 T = TypeVar("T")
 
 
@@ -151,7 +156,8 @@ class Gate:
                 if key is None:
                     raise Unauthenticated(
                         "authorization: this gateway forwards the caller's Launch API key; "
-                        "send metadata 'authorization: Bearer <key>'"
+                        "send metadata 'authorization: Bearer <key>'",
+                        reason="API_KEY_MISSING",
                     )
                 return Caller(None, credential_for_key(key))
             return Caller(None, credential_for_key(edge.service_keys.get("")))
@@ -161,13 +167,18 @@ class Gate:
         if tenant is None:
             if key is None:
                 self._telemetry.auth_failure("missing_key")
-                raise Unauthenticated("authorization: missing API key; send 'authorization: Bearer <key>'")
+                raise Unauthenticated(
+                    "authorization: missing API key; send 'authorization: Bearer <key>'", reason="API_KEY_MISSING"
+                )
             self._telemetry.auth_failure("unknown_key")
-            raise Unauthenticated("authorization: unknown API key")
+            raise Unauthenticated("authorization: unknown API key", reason="API_KEY_UNKNOWN")
         if tenant.upstream == "service":
             return Caller(tenant, credential_for_key(edge.service_keys.get(tenant.name)))
         if key is None:  # known by its certificate, but forward mode needs a Launch key to pass on
-            raise Unauthenticated("authorization: this tenant forwards its Launch API key; send it as a Bearer token")
+            raise Unauthenticated(
+                "authorization: this tenant forwards its Launch API key; send it as a Bearer token",
+                reason="API_KEY_MISSING",
+            )
         return Caller(tenant, credential_for_key(key))
 
     @staticmethod
@@ -179,7 +190,9 @@ class Gate:
     def authorize(self, caller: Caller, endpoint: str) -> None:
         if caller.tenant is not None and not caller.tenant.may_call(endpoint):
             self._telemetry.auth_failure("endpoint_denied")
-            raise PermissionDenied(f"endpoint {endpoint!r} is not allowed for tenant {caller.tenant.name!r}")
+            raise PermissionDenied(
+                f"endpoint {endpoint!r} is not allowed for tenant {caller.tenant.name!r}", reason="ENDPOINT_NOT_ALLOWED"
+            )
 
     async def limit(self, caller: Caller, endpoint: str | None, kind: Kind) -> Admission:
         """Spend rate tokens and take a concurrency slot, or raise RESOURCE_EXHAUSTED."""
@@ -205,12 +218,18 @@ class Gate:
                 raise LimitExceeded(
                     "the rate limiter is unavailable and the gateway fails closed; retry later",
                     retry_after=decision.retry_after,
+                    reason="RATE_LIMITER_UNAVAILABLE",
                 )
             if not decision.allowed:
                 raise LimitExceeded(
                     f"rate limit exceeded for tenant {tenant.name!r}{scope} "
                     f"({rate.per_second:g}/s, burst {rate.burst}); retry after {decision.retry_after:.2f} s",
                     retry_after=decision.retry_after,
+                    metadata={
+                        "scope": "endpoint" if scope else "tenant",
+                        "per_second": f"{rate.per_second:g}",
+                        "burst": str(rate.burst),
+                    },
                 )
             if tightest is None or decision.remaining < tightest.remaining:
                 tightest = decision
@@ -218,7 +237,12 @@ class Gate:
         lease = self._concurrency.acquire(tenant.name, kind, cap)
         if lease is None:
             noun = {"unary": "unary calls", "stream": "open streams", "wait": "waiting WaitAsyncTask calls"}[kind]
-            raise LimitExceeded(f"tenant {tenant.name!r} is at its cap of {cap} {noun}")
+            raise LimitExceeded(
+                f"tenant {tenant.name!r} is at its cap of {cap} {noun}",
+                retry_after=CAP_RETRY_DELAY,
+                reason="CONCURRENCY_CAP",
+                metadata={"kind": kind, "cap": str(cap)},
+            )
         return Admission(rate_headers(tightest) if tightest else (), lease)
 
     async def check_callback(self, caller: Caller, url: str) -> None:

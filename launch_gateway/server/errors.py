@@ -44,6 +44,11 @@ every message is capped at `MAX_MESSAGE_BYTES` where its error is made, so the b
 a `grpc-message` (nor a status in the details trailer) that clients refuse for its size. Retry
 delays are bounded where every error is made (`bounded_retry_delay`), whatever their source.
 
+Each error names a stable `reason` (google.rpc.ErrorInfo's, UPPER_SNAKE_CASE: its class's, or a more
+precise one where it is raised) with `metadata` for it, and an `error_class` for the per-tenant usage
+metrics: client, policy, upstream or gateway. An error made from an upstream HTTP answer is always
+UPSTREAM_HTTP_ERROR and the upstream's. docs/errors.md has every reason in one table.
+
 This module is pure: it imports neither grpc nor aiohttp. `Code` mirrors grpc.StatusCode by
 name and value so the boundary converts with `grpc.StatusCode[code.name]`.
 """
@@ -55,6 +60,9 @@ import json
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Literal
+
+ErrorClass = Literal["client", "policy", "upstream", "gateway"]  # whose doing an error is
 
 MAX_RETRY_DELAY = 3600.0  # seconds: a longer Retry-After (Launch's or anyone's) is told as this
 MAX_MESSAGE_BYTES = 1024  # a status message's UTF-8 bytes; grpc-message and the details trailer stay small
@@ -114,12 +122,28 @@ class GatewayError(Exception):
     """
 
     code: Code = Code.UNKNOWN
+    reason: str = "UNKNOWN"  # google.rpc.ErrorInfo.reason: a bare class says its code; `reason=` is more precise
+    error_class: ErrorClass = "gateway"
 
-    def __init__(self, message: str, *, retry_after: float | None = None, http_status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        http_status: int | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = bounded_message(message)  # what the boundary sends, whatever a message quotes
         self.retry_after = bounded_retry_delay(retry_after)
         self.http_status = http_status
+        if http_status is not None:  # whatever its code: the upstream said so
+            self.reason, self.error_class = "UPSTREAM_HTTP_ERROR", "upstream"
+        if reason is not None:
+            self.reason = reason
+        # ErrorInfo.metadata: facts a client can act on, never keys, task ids or payloads.
+        self.metadata: Mapping[str, str] = dict(metadata or {})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code.name}, {self.message!r})"
@@ -127,6 +151,8 @@ class GatewayError(Exception):
 
 class Cancelled(GatewayError):
     code = Code.CANCELLED
+    reason = "CANCELLED"
+    error_class: ErrorClass = "client"
 
 
 class Unknown(GatewayError):
@@ -134,13 +160,17 @@ class Unknown(GatewayError):
 
 
 class InvalidArgument(GatewayError):
-    """The request is malformed; the message starts with the field's path."""
+    """The request is malformed: `field` (its path, `request.args.n`) and what is wrong with it,
+    which the message starts with and a google.rpc.BadRequest field violation carries."""
 
     code = Code.INVALID_ARGUMENT
+    reason = "INVALID_FIELD"
+    error_class: ErrorClass = "client"
 
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
+    def __init__(self, field: str, description: str, *, reason: str | None = None) -> None:
+        super().__init__(f"{field}: {description}", reason=reason)
         self.field = field
+        self.description = description
 
 
 class UpstreamRejected(InvalidArgument):
@@ -149,34 +179,45 @@ class UpstreamRejected(InvalidArgument):
     def __init__(self, message: str, *, retry_after: float | None = None, http_status: int | None = None) -> None:
         GatewayError.__init__(self, message, retry_after=retry_after, http_status=http_status)
         self.field = "request"
+        self.description = message
 
 
 class DeadlineExceeded(GatewayError):
     code = Code.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXCEEDED"
+    error_class: ErrorClass = "client"
 
 
 class UpstreamTimeout(DeadlineExceeded):
-    pass
+    reason = "UPSTREAM_TIMEOUT"
+    error_class: ErrorClass = "upstream"
 
 
 class NotFound(GatewayError):
     code = Code.NOT_FOUND
+    reason = "NOT_FOUND"
+    error_class: ErrorClass = "client"
 
 
 class PermissionDenied(GatewayError):
     code = Code.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+    error_class: ErrorClass = "policy"
 
 
 class ResourceExhausted(GatewayError):
     code = Code.RESOURCE_EXHAUSTED
+    reason = "RESOURCE_EXHAUSTED"
+    error_class: ErrorClass = "policy"
 
 
 class LimitExceeded(ResourceExhausted):
-    pass
+    reason = "RATE_LIMITED"
 
 
 class UpstreamTooLarge(ResourceExhausted):
-    pass
+    reason = "UPSTREAM_RESPONSE_TOO_LARGE"
+    error_class: ErrorClass = "upstream"
 
 
 class EndpointOverloaded(ResourceExhausted):
@@ -192,10 +233,12 @@ class EndpointOverloaded(ResourceExhausted):
 
 class FailedPrecondition(GatewayError):
     code = Code.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+    error_class: ErrorClass = "client"
 
 
 class WrongEndpointKind(FailedPrecondition):
-    pass
+    reason = "WRONG_ENDPOINT_KIND"
 
 
 class EmptyStream(FailedPrecondition):
@@ -208,34 +251,44 @@ class EmptyStream(FailedPrecondition):
 
 class Aborted(GatewayError):
     code = Code.ABORTED
+    reason = "ABORTED"
 
 
 class Unimplemented(GatewayError):
     code = Code.UNIMPLEMENTED
+    reason = "UNIMPLEMENTED"
 
 
 class Internal(GatewayError):
     code = Code.INTERNAL
+    reason = "INTERNAL_ERROR"
 
 
 class UpstreamProtocolError(Internal):
-    pass
+    reason = "UPSTREAM_PROTOCOL_ERROR"
+    error_class: ErrorClass = "upstream"
 
 
 class EventTooLarge(UpstreamProtocolError):
     """Raised by the SSE parser, which knows no route; the upstream client adds it to the message."""
 
+    reason = "UPSTREAM_EVENT_TOO_LARGE"
+
 
 class Unavailable(GatewayError):
     code = Code.UNAVAILABLE
+    reason = "UNAVAILABLE"
 
 
 class UpstreamUnavailable(Unavailable):
-    pass
+    reason = "UPSTREAM_UNAVAILABLE"
+    error_class: ErrorClass = "upstream"
 
 
 class ConnectFailed(UpstreamUnavailable):
     """The connection could not be made: nothing reached the upstream."""
+
+    reason = "UPSTREAM_UNREACHABLE"
 
 
 class EndpointUnavailable(UpstreamUnavailable):
@@ -252,14 +305,20 @@ class PoolFull(Unavailable):
     """Every connection of one of the gateway's upstream shares is in use: our limit, so the breaker
     does not count it, and nothing was sent."""
 
+    reason = "UPSTREAM_POOL_FULL"
+
 
 class ShuttingDown(Unavailable):
+    reason = "DRAINING"
+
     def __init__(self, message: str = "the gateway is shutting down; retry on another replica") -> None:
-        super().__init__(message)
+        super().__init__(message, retry_after=0.0)  # at once: another replica takes it
 
 
 class Unauthenticated(GatewayError):
     code = Code.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+    error_class: ErrorClass = "policy"
 
 
 class ConfigError(ValueError):

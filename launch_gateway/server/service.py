@@ -23,10 +23,10 @@ from launch_gateway.server.access.tenants import Subject
 from launch_gateway.server.admission import Admission, Caller, Edge, Gate
 from launch_gateway.server.clock import Clock
 from launch_gateway.server.errors import (
+    DeadlineExceeded,
     EmptyStream,
     NotFound,
     UpstreamProtocolError,
-    UpstreamTimeout,
     WrongEndpointKind,
 )
 from launch_gateway.server.headers import Metadata, extra_headers_from, passed_through_headers
@@ -152,7 +152,9 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             return default
         budget = min(default, self._usable(remaining))
         if budget <= 0:
-            raise UpstreamTimeout("the call's deadline leaves no time for the upstream request")
+            raise DeadlineExceeded(
+                "the call's deadline leaves no time for the upstream request", reason="DEADLINE_TOO_SHORT"
+            )
         return budget
 
     @contextlib.asynccontextmanager
@@ -197,7 +199,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         check_task_id(task_id)
         task = edge.handles.verify(task_id) if edge.handles else TaskRef("", "", task_id)
         if task.tenant != caller.name:
-            raise NotFound("task not found")
+            raise NotFound("task not found", reason="TASK_NOT_FOUND")
         check_upstream_task_id(task.upstream_id)  # in open mode the caller's own: it goes into the URL path
         return task
 
@@ -243,7 +245,10 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                 hint = f"; call it with {right}" if right else ""
                 kind = kind_name(endpoint.kind)
                 article = "an" if kind[0] in "aeiou" else "a"
-                raise WrongEndpointKind(f"{rpc} cannot call endpoint {name!r}: it is {article} {kind} endpoint{hint}")
+                raise WrongEndpointKind(
+                    f"{rpc} cannot call endpoint {name!r}: it is {article} {kind} endpoint{hint}",
+                    metadata={"endpoint_kind": kind, **({"use_rpc": right} if right else {})},
+                )
             try:
                 return await use(endpoint)
             except NotFound:

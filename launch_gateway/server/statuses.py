@@ -3,9 +3,10 @@
 Each RPC handler is wrapped by `boundary(kind)`, which also measures the call
 (`observability.telemetry`: metrics and the access log, counted when the call ends however it ends)
 and returns the request id in the trailers of errors. A `GatewayError` ends the call with its code
-and message, plus rich details (grpcio-status): a `google.rpc.ErrorInfo` naming the upstream HTTP
-status when there was one, and a `google.rpc.RetryInfo` with a `retry-after` trailer when the
-caller should wait. Anything else is a bug: it is logged with its traceback and the caller sees
+and message, plus rich details (grpcio-status, `details_of`): a `google.rpc.ErrorInfo` with the
+error's stable reason always, a `google.rpc.BadRequest` for INVALID_ARGUMENT, and a
+`google.rpc.RetryInfo` with a `retry-after` trailer when the caller should wait.
+Anything else is a bug: it is logged with its traceback and the caller sees
 INTERNAL with no internals. Nothing else in the gateway calls `context.abort`.
 With tracing on, the boundary also opens and ends the RPC's server span (`observability.tracing`).
 """
@@ -34,34 +35,50 @@ from launch_gateway.server.observability.telemetry import CallRecord, Telemetry
 
 log = logging.getLogger("launch_gateway")
 
-ERROR_DOMAIN = "launch-gateway"
+# google.rpc.ErrorInfo.domain (AIP-193: the service's DNS name). A name for this gateway, not a host it
+# serves: clients match (domain, reason), and neither changes between releases.
+ERROR_DOMAIN = "launch-gateway.dev"
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
 def status_of(error: GatewayError) -> grpc.Status:
-    """The RPC status for an error, with its rich details and trailers."""
-    details: list[any_pb2.Any] = []
+    """The RPC status for an error: its code and message, its rich details, and trailers.
+
+    Details that cannot be built (a bug) are left out and logged; the status keeps its code and
+    message, so a detail can never turn a refusal into UNKNOWN.
+    """
+    trailers: tuple[tuple[str, str], ...] = ()
+    if error.retry_after is not None:
+        trailers = (("retry-after", str(math.ceil(max(error.retry_after, 0.0)))),)
+    try:
+        message = status_pb2.Status(code=int(error.code), message=error.message, details=details_of(error))
+        status: grpc.Status = rpc_status.to_status(message)
+    except Exception:
+        log.exception("cannot build the rich details of %r; sending the status without them", error)
+        text = error.message.encode("utf-8", "replace").decode("utf-8")
+        return _WithTrailers(grpc.StatusCode[error.code.name], text, trailers)
+    return _WithTrailers(status.code, status.details, (*status.trailing_metadata, *trailers))
+
+
+def details_of(error: GatewayError) -> list[any_pb2.Any]:
+    """An error's rich details (AIP-193): always a google.rpc.ErrorInfo (the error's reason and
+    metadata, with the upstream HTTP status when there was one, in `ERROR_DOMAIN`); for
+    INVALID_ARGUMENT a google.rpc.BadRequest naming the field; with a retry delay a google.rpc.RetryInfo."""
+    metadata = dict(error.metadata)
     if error.http_status is not None:
-        info = error_details_pb2.ErrorInfo(
-            reason="UPSTREAM_HTTP_ERROR",
-            domain=ERROR_DOMAIN,
-            metadata={"http_status": str(error.http_status)},
-        )
-        details.append(_packed(info))
-    trailers: list[tuple[str, str]] = []
+        metadata["http_status"] = str(error.http_status)
+    details = [_packed(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata))]
+    if isinstance(error, InvalidArgument):
+        violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.description)
+        details.append(_packed(error_details_pb2.BadRequest(field_violations=[violation])))
     if error.retry_after is not None:
         seconds = max(error.retry_after, 0.0)
         whole = math.floor(seconds)
         delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
         details.append(_packed(error_details_pb2.RetryInfo(retry_delay=delay)))
-        trailers.append(("retry-after", str(math.ceil(seconds))))
-    message = status_pb2.Status(code=int(error.code), message=error.message, details=details)
-    status: grpc.Status = rpc_status.to_status(message)
-    if trailers:
-        return _WithTrailers(status.code, status.details, (*status.trailing_metadata, *trailers))
-    return status
+    return details
 
 
 class _WithTrailers(grpc.Status):
@@ -97,7 +114,7 @@ class Undecodable:
     """
 
     def __init__(self, message_type: str, reason: str) -> None:
-        self.error = InvalidArgument("request", f"not a valid {message_type} ({reason})")
+        self.error = InvalidArgument("request", f"not a valid {message_type} ({reason})", reason="REQUEST_UNDECODABLE")
 
 
 def tolerant_deserializer(message_class: type[Message]) -> Callable[[bytes], Any]:

@@ -12,6 +12,7 @@ from aiohttp import web
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from launch_gateway.server.statuses import ERROR_DOMAIN
 from launch_gateway.testing.local_launch import Faults
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import RawUpstream, StackFactory, collect
@@ -305,7 +306,7 @@ async def test_upstream_errors_carry_error_info_naming_the_http_status(
     info = error_info(caught.value)
     assert info is not None, caught.value
     assert (info.domain, info.reason, dict(info.metadata)) == (
-        "launch-gateway",
+        ERROR_DOMAIN,
         "UPSTREAM_HTTP_ERROR",
         {"http_status": str(http_status)},
     )

@@ -42,6 +42,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 class CallbackRefused(PermissionDenied):
     """The callback URL breaks the tenant's policy."""
 
+    reason = "CALLBACK_REFUSED"
+
     def __init__(self, reason: str) -> None:
         super().__init__(f"{FIELD}: {reason}")
 

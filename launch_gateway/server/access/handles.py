@@ -77,7 +77,7 @@ class TaskHandles:
 
     def verify(self, handle: str) -> TaskRef:
         """The handle's TaskRef; INVALID_ARGUMENT for anything this gateway did not issue."""
-        invalid = InvalidArgument("task_id", "not a task handle issued by this gateway")
+        invalid = InvalidArgument("task_id", "not a task handle issued by this gateway", reason="TASK_HANDLE_INVALID")
         parts = handle.split(".") if len(handle) <= MAX_HANDLE_LENGTH else []
         if len(parts) != 3 or parts[0] != VERSION:
             raise invalid

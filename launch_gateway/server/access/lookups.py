@@ -64,11 +64,13 @@ class HostLookups:
                 f"{FIELD}: tenant {tenant!r} has {self._per_tenant} callback host lookups in progress "
                 "(callbacks.lookups_per_tenant); retry later",
                 retry_after=self._timeout,
+                reason="CALLBACK_LOOKUPS_BUSY",
             )
         if self._running.total() >= self._total:
             raise Unavailable(
                 f"{FIELD}: the gateway has {self._total} callback host lookups in progress "
-                "(callbacks.max_lookups); retry later"
+                "(callbacks.max_lookups); retry later",
+                reason="CALLBACK_LOOKUP_UNAVAILABLE",
             )
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[list[str]] = loop.create_future()
@@ -102,11 +104,15 @@ class HostLookups:
         except TimeoutError:
             raise Unavailable(
                 f"{FIELD}: looking up host {host} took longer than {self._timeout:g} s "
-                "(callbacks.lookup_timeout); retry later"
+                "(callbacks.lookup_timeout); retry later",
+                reason="CALLBACK_LOOKUP_UNAVAILABLE",
             ) from None
         except socket.gaierror as exc:
             if exc.errno in _NO_SUCH_NAME:
                 raise InvalidArgument(FIELD, f"cannot resolve host {host}") from None
-            raise Unavailable(f"{FIELD}: cannot resolve host {host} now ({exc.strerror}); retry later") from None
+            raise Unavailable(
+                f"{FIELD}: cannot resolve host {host} now ({exc.strerror}); retry later",
+                reason="CALLBACK_LOOKUP_UNAVAILABLE",
+            ) from None
         except (OSError, UnicodeError):
             raise InvalidArgument(FIELD, f"cannot resolve host {host}") from None

@@ -54,6 +54,7 @@ class CircuitBreaker:
         raise UpstreamUnavailable(
             f"upstream circuit open after {self._threshold} consecutive failures; retry in {max(left, 0):.1f} s",
             retry_after=max(left, 0.0),
+            reason="CIRCUIT_OPEN",
         )
 
     def succeeded(self) -> None:

@@ -81,7 +81,7 @@ class EndpointDirectory:
         record = await self._api.find_endpoint(key[1], call)
         if record is None:
             self._entries.pop(key, None)
-            raise NotFound(f"endpoint {key[1]!r} not found")
+            raise NotFound(f"endpoint {key[1]!r} not found", reason="ENDPOINT_NOT_FOUND")
         endpoint = endpoint_from_record(record)
         now = self._clock.now()
         if len(self._entries) >= MAX_ENTRIES and key not in self._entries:

@@ -442,13 +442,19 @@ class LaunchAPI:
                         for data in parser.feed(content._read_nowait(-1)):
                             yield data
                         where = "mid-event" if parser.pending else "between events"
-                        raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated {where}") from exc
+                        raise UpstreamUnavailable(
+                            f"upstream POST {route}: upstream stream truncated {where}",
+                            reason="UPSTREAM_STREAM_TRUNCATED",
+                        ) from exc
                     except EventTooLarge as exc:
                         raise EventTooLarge(f"upstream POST {route}: {exc.message}") from exc
                     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                         raise UpstreamTimeout(f"upstream POST {route}: no event for {call.timeout:.3g} s") from exc
                     if parser.pending:
-                        raise UpstreamUnavailable(f"upstream POST {route}: upstream stream truncated mid-event")
+                        raise UpstreamUnavailable(
+                            f"upstream POST {route}: upstream stream truncated mid-event",
+                            reason="UPSTREAM_STREAM_TRUNCATED",
+                        )
 
     async def _open_stream(
         self, route: str, endpoint_id: str, body: bytes, call: UpstreamCall, attempt: int
