@@ -40,13 +40,18 @@ class EchoService(pb_grpc.EndpointServiceServicer):
             )
 
 
-async def serve(host: str, port: int) -> None:
+async def serve_servicer(servicer: pb_grpc.EndpointServiceServicer, name: str, host: str, port: int) -> None:
+    """Serve `servicer` alone on a plain grpc.aio server; its first line says `<name> listening on HOST:PORT`."""
     server = grpc.aio.server()
-    pb_grpc.add_EndpointServiceServicer_to_server(EchoService(), server)
+    pb_grpc.add_EndpointServiceServicer_to_server(servicer, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
-    print(f"echo server listening on {host}:{bound}", flush=True)
+    print(f"{name} listening on {host}:{bound}", flush=True)
     await server.wait_for_termination()
+
+
+async def serve(host: str, port: int) -> None:
+    await serve_servicer(EchoService(), "echo server", host, port)
 
 
 def main() -> None:

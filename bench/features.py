@@ -1,13 +1,13 @@
-"""The cost of the edge features: API-key auth, rate limiting and the access log, in calls/s and CPU per call.
+"""The cost of the edge features: API-key auth, rate limiting, a concurrency cap and the access log.
 
 Four gateways run side by side in front of the shared local Launch server and take turns under
-the same h2load load (`-c 4 -m 16`, Predict on `echo`):
+the same h2load load (`-c 4 -m 16`, Predict on `echo`), in calls/s and CPU per call:
 
-- base: open mode (no tenants), no access log;
+- open mode: no tenants, every default on (metrics, the JSON access log, written to a file): the base;
+- open mode without the access log (what the log costs);
 - auth: one tenant, callers send `authorization: Bearer <key>` (hashed and compared per call);
-- auth + rate limits: the tenant also has a tenant-wide and a per-endpoint token bucket (the memory
-  backend) and a concurrency cap, all far above the load, so nothing is refused;
-- all: auth + rate limits + the JSON access log line per RPC (written to a file).
+- auth + rate limits + cap: the tenant also has a tenant-wide and a per-endpoint token bucket (the
+  memory backend) and a concurrency cap, all far above the load, so nothing is refused.
 
 The Prometheus counters and histograms cannot be switched off (no setting does), so every variant
 pays for them; `metrics.enabled` only opens the scrape port, which all four need so their error
@@ -44,12 +44,14 @@ def _tenant(rate: bool) -> dict[str, Any]:
     return tenant
 
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "base": {},
+BASE = "open mode"
+VARIANTS: dict[str, dict[str, Any]] = {  # the access log is on (the default) unless a variant says otherwise
+    BASE: {},
+    "open mode, no access log": {"log": {"access": False}},
     "auth": {"tenants": {"bench": _tenant(rate=False)}},
-    "auth + rate limits": {"tenants": {"bench": _tenant(rate=True)}},
-    "auth + rate limits + access log": {"tenants": {"bench": _tenant(rate=True)}, "log": {"access": True}},
+    "auth + rate limits + cap": {"tenants": {"bench": _tenant(rate=True)}},
 }
+TARGETED = "auth + rate limits + cap"  # the issue: tenants, rate limits, a cap and the access log vs open mode
 
 
 async def measure(harness: Harness) -> None:
@@ -70,7 +72,7 @@ async def measure(harness: Harness) -> None:
             for name, gateway in gateways.items():
                 headers = (
                     h2load.GRPC_HEADERS
-                    if name == "base"
+                    if name.startswith(BASE)
                     else (*h2load.GRPC_HEADERS, f"authorization: Bearer {API_KEY}")
                 )
                 before = await gateway.metrics()
@@ -96,17 +98,16 @@ async def measure(harness: Harness) -> None:
 
     add = harness.report.add
     for name in list(VARIANTS)[1:]:
-        # The issue's target is for auth, rate limiting and metrics (always on); the access log is extra.
-        targeted = name == "auth + rate limits"
+        targeted = name == TARGETED
         add(
             SECTION,
             f"Predict calls/s, 64 callers (h2load), {name}",
             "calls/s",
             rates[name],
-            reference_name="base (open mode, no access log)",
-            reference=rates["base"],
-            target=">= 0.9 x base" if targeted else "",
-            check=(lambda f: f.ratio is not None and f.ratio.median >= 0.9) if targeted else None,
+            reference_name="open mode (defaults, access log on)",
+            reference=rates[BASE],
+            target=">= 0.95 x open mode" if targeted else "",
+            check=(lambda f: f.ratio is not None and f.ratio.median >= 0.95) if targeted else None,
         )
     for name in VARIANTS:
         add(
@@ -114,8 +115,8 @@ async def measure(harness: Harness) -> None:
             f"gateway CPU per Predict call, {name}",
             "µs",
             cpu_us[name],
-            reference_name="base" if name != "base" else "",
-            reference=cpu_us["base"] if name != "base" else None,
+            reference_name=BASE if name != BASE else "",
+            reference=cpu_us[BASE] if name != BASE else None,
             note="less sensitive to scheduling noise than calls/s",
         )
     add(

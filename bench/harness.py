@@ -2,8 +2,8 @@
 
 `Sizes.full()` is what `make bench` runs (about six and a half minutes on 2 cores); `Sizes.quick()` is a
 smoke run of a few seconds per section for tests. The shared stack (the bare echo server, one local
-Launch server and one gateway in front of it, each its own process) is started on first use and
-stopped at the end; sections that measure memory start their own, so no earlier load inflates it.
+Launch server, and one gateway and the naive relay in front of it, each its own process) is started
+on first use and stopped at the end; sections that measure memory start their own, so no earlier load inflates it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from bench.processes import (
     start_echo,
     start_gateway,
     start_local_launch,
+    start_naive_relay,
 )
 from bench.report import Report
 
@@ -88,6 +89,7 @@ class Harness:
         self._echo: EchoServer | None = None
         self._launch: LocalLaunch | None = None
         self._gateway: Gateway | None = None
+        self._naive: EchoServer | None = None
 
     def track(self, server: Server) -> None:
         self._servers.append(server)
@@ -104,8 +106,15 @@ class Harness:
             self.track(self._launch.server)
         return self._launch
 
+    async def naive_relay(self) -> EchoServer:
+        """The naive relay (bench/naive_relay.py) in front of the shared local Launch server."""
+        if self._naive is None:
+            self._naive = await start_naive_relay(self.scratch, (await self.launch()).url)
+            self.track(self._naive.server)
+        return self._naive
+
     async def gateway(self) -> Gateway:
-        """The shared gateway: open mode, no access log, in front of the shared local Launch server."""
+        """The shared gateway: open mode, defaults (access log on), in front of the shared local Launch server."""
         if self._gateway is None:
             launch = await self.launch()
             self._gateway = await start_gateway(self.scratch, gateway_config(launch.url))

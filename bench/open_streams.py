@@ -131,8 +131,8 @@ async def measure(harness: Harness) -> None:
         [r.open_rss / MB for r in runs],
         reference_name="same gateway idle",
         reference=[r.idle_rss / MB for r in runs],
-        target="<= 500 MB",
-        check=lambda f: f.value.median <= 500,
+        target="<= 300 MB",
+        check=lambda f: f.value.median <= 300,
         note=f"opened {RAMP} at a time; upstream.max_connections = {count}",
     )
     add(

@@ -1,4 +1,5 @@
-"""The servers under test, each in its own process: the gateway, the local Launch server, the bare echo server.
+"""The servers under test, each in its own process: the gateway, the local Launch server, the bare echo
+server and the naive relay.
 
 Each binds port 0 and the real address is read from its first line of output, as the README's
 commands print it. Output goes to log files in the run's scratch directory (the gateway's access
@@ -161,6 +162,13 @@ async def start_echo(logs: Path) -> EchoServer:
     return EchoServer(server, address)
 
 
+async def start_naive_relay(logs: Path, upstream_url: str) -> EchoServer:
+    """`bench/naive_relay.py` in front of `upstream_url`, serving `echo` (its id looked up once)."""
+    argv = [sys.executable, "-m", "bench.naive_relay", "--port", "0", "--upstream", upstream_url, "--endpoint", "echo"]
+    server = await start_server("naive-relay", argv, logs)
+    return EchoServer(server, server.first_line.rsplit(" ", 1)[-1])
+
+
 @dataclass
 class LocalLaunch:
     server: Server
@@ -201,12 +209,14 @@ _LISTENING = re.compile(r"listening on (\S+) .*metrics on (\S+)")
 
 
 def gateway_config(upstream_url: str, **sections: Mapping[str, Any]) -> str:
-    """A TOML config: port 0 for gRPC and metrics, the given upstream, then `sections` merged in."""
+    """A TOML config: port 0 for gRPC and metrics, the given upstream, then `sections` merged in.
+
+    Everything else is the default, the access log included (as a user runs it; it goes to the log file).
+    """
     values: dict[str, dict[str, Any]] = {
         "server": {"host": "127.0.0.1", "port": 0},
         "upstream": {"url": upstream_url},
         "metrics": {"port": 0},
-        "log": {"access": False},
     }
     tenants = dict(sections.pop("tenants", {}))
     if not tenants:  # a file without tenants must ask for open mode
