@@ -1,4 +1,4 @@
-"""The pure rules that bound caller input: JSON depth, task ids, W3C tracing headers, messages, retry delays."""
+"""The rules that bound caller input: JSON depth, task ids, W3C tracing headers, messages, retry delays."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import asyncio
 import math
 from typing import Any
 
+import grpc
 import pytest
 
+from launch_gateway.server import statuses
 from launch_gateway.server.errors import (
     MAX_MESSAGE_BYTES,
     MAX_RETRY_DELAY,
@@ -178,3 +180,11 @@ async def test_the_endpoint_cache_keeps_at_most_max_entries(monkeypatch: pytest.
     await directory.resolve("fresh", call)
     assert list(directory._entries) == [("", "fresh")]
     await asyncio.sleep(0)
+
+
+def test_a_status_whose_details_cannot_be_built_keeps_its_code() -> None:
+    # The code the caller gets is the code the boundary counts, even when a detail is out of range.
+    error = ResourceExhausted("slow down", retry_after=1.0)
+    error.retry_after = 1e30  # past Duration's range, as an unbounded Retry-After once was
+    status = statuses.status_of(error)
+    assert (status.code, status.details) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down")
