@@ -1,8 +1,8 @@
 """The shell commands of the README and docs/: each one is run by a test, or says why it cannot be here.
 
 `WHERE` lists every command by its first words; the longest match decides. The commands this file runs
-are the local servers' (their fixed ports 5005 and 50051 made 0, since tests run side by side) and the
-Python stub generation of docs/other-languages.md.
+are the local servers' (their fixed ports 5005 and 50051 made 0, since tests run side by side);
+docs/other-languages.md's blocks are held by tests/e2e/test_docs_stub_commands.py.
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from launch_gateway.testing.local_launch import builtin_endpoints
-from tests.docs import DOCS, ROOT, fenced, read, section, shell_commands, table_rows
+from tests.docs import DOCS, ROOT, read, section, shell_commands, table_rows
 from tests.serving import LAUNCH_GATEWAY, ServeFactory
 
 HERE = "tests/e2e/test_docs_commands.py"
@@ -34,20 +33,12 @@ WHERE = {
     "launch-gateway serve --config gateway.toml": "tests/e2e/test_docs_grpcurl.py",
     "launch-gateway local-launch": HERE,
     "launch-gateway serve --upstream http://127.0.0.1:5005": HERE,
-    "mkdir -p gen": HERE,
-    "python -m grpc_tools.protoc": HERE,
     "export LAUNCH_API_KEY=...": "not run: the key of a real Launch deployment",
     "launch-gateway serve --upstream https://api.scale.com/v1/launch": "not run: needs a real Launch deployment",
     "pip install": "not run: it installs into the environment",
     "python3 -m venv .venv": "not run: what make does first (tests/packaging/ installs the wheel in a fresh venv)",
     "docker": "not run: no Docker daemon here",
     ".venv/bin/pytest": "not run: it is this suite",
-    "go install": "not run: no Go toolchain here",
-    "mkdir -p gen/go": "not run: no Go toolchain here",
-    "M=Mlaunch_gateway": "not run: no Go toolchain here",
-    "protoc": "not run: no protoc binary here (grpc_tools.protoc is run)",
-    "mkdir -p gen/java": "not run: no protoc binary here",
-    "npx grpc_tools_node_protoc": "not run: grpc-tools is not among the npm packages the tests install",
 }
 
 
@@ -72,10 +63,17 @@ def where(argv: list[str]) -> str | None:
     return WHERE[max(matches, key=len)] if matches else None
 
 
+# Its own test holds each of its blocks to a test that runs it, or to the doc's reason why not.
+OTHER_LANGUAGES_RUN_BY = "tests/e2e/test_docs_stub_commands.py"
+
+
 def commands() -> list[tuple[str, list[str]]]:
-    """Every doc's commands, `.venv/bin/launch-gateway` (the README's, after make) read as `launch-gateway`."""
+    """Every doc's commands, `.venv/bin/launch-gateway` (the README's, after make) read as `launch-gateway`;
+    docs/other-languages.md's are `OTHER_LANGUAGES_RUN_BY`'s."""
     found = []
     for doc in DOCS:
+        if doc.name == "other-languages.md":
+            continue
         for argv in shell_commands(doc.read_text()):
             if argv[0] == ".venv/bin/launch-gateway":
                 argv = ["launch-gateway", *argv[1:]]
@@ -163,16 +161,3 @@ async def test_serve_in_front_of_the_local_server_as_the_docs_say(serve_process:
         assert (served.listening.upstream, served.listening.mode) == (url, "open mode")
         code, _, err = await run(LAUNCH_GATEWAY, "health", "--address", served.address)
         assert code == 0, err
-
-
-async def test_the_python_stub_commands_write_the_modules_the_doc_names(tmp_path: Path) -> None:
-    """The doc's commands, as printed, in a folder with `protos/`; tests/packaging/test_user_stubs.py loads
-    such stubs beside the SDK."""
-    python = section(read("docs/other-languages.md"), "### Python")
-    script = next(block.text for block in fenced(python, "sh") if "grpc_tools.protoc" in block.text)
-    (tmp_path / "protos").symlink_to(ROOT / "protos")
-    code, _, err = await run("bash", "-e", "-c", script.replace("python -m", f"{sys.executable} -m"), cwd=tmp_path)
-    assert code == 0, err
-    assert "import as `launch_gateway.v1.endpoint_service_pb2`" in python
-    generated = sorted(p.name for p in (tmp_path / "gen" / "launch_gateway" / "v1").iterdir())
-    assert generated == ["endpoint_service_pb2.py", "endpoint_service_pb2.pyi", "endpoint_service_pb2_grpc.py"]
