@@ -7,7 +7,8 @@ one `ListenError` naming its setting; only the workers of one `serve --workers N
 calls in flight finish within the grace period, then closes the upstream session and the rate
 limiter. The standard health service's `liveness` entry is SERVING while the process serves, "" and
 EndpointService's while it is ready (see `observability.probes`), and reflection (on unless
-`server.reflection = false`) lets grpcurl and other tools discover the API without `.proto` files.
+`server.reflection = false`) lets grpcurl and other tools discover the API without `.proto` files;
+both are measured in the grpc_server_* metrics like EndpointService (`observability.standard_services`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from launch_gateway.client.health import LIVENESS
 from launch_gateway.server.access.credentials import credential_for_key
@@ -39,6 +40,7 @@ from launch_gateway.server.limits.concurrency import ConcurrencyLimiter
 from launch_gateway.server.limits.redis_buckets import RedisRateLimiter
 from launch_gateway.server.observability.metrics import MethodInfo, Metrics
 from launch_gateway.server.observability.probes import OpsServer, Readiness
+from launch_gateway.server.observability.standard_services import measured, methods_of
 from launch_gateway.server.observability.telemetry import Telemetry
 from launch_gateway.server.service import EndpointService
 from launch_gateway.server.settings import Settings
@@ -54,6 +56,8 @@ if TYPE_CHECKING:  # imported only when tracing is on (it needs the tracing extr
 log = logging.getLogger("launch_gateway")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EndpointService"].full_name
+HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
+REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
 
 
 def rate_limiter(settings: Settings, env: Mapping[str, str], clock: Clock) -> RateLimiter:
@@ -189,7 +193,8 @@ class GatewayServer:
         self.settings = settings
         self._env = dict(env or {})
         self._clock = clock or SystemClock()
-        self.metrics = Metrics(service_methods(), self._clock)
+        standard = [*methods_of(HEALTH), *(methods_of(REFLECTION) if settings.server.reflection else [])]
+        self.metrics = Metrics([*service_methods(), *standard], self._clock)
         self.tracing = tracing_from(settings)
         self.telemetry = Telemetry(
             self.metrics, endpoint_labels(settings), access_log=settings.log.access, tracing=self.tracing
@@ -270,10 +275,11 @@ class GatewayServer:
                 self._clock,
             )
             server.add_generic_rpc_handlers((service_handlers(service),))
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            health_pb2_grpc.add_HealthServicer_to_server(measured(self.health, HEALTH, self.metrics), server)
             if settings.server.reflection:
-                health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-                reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
+                names = (SERVICE_NAME, HEALTH.full_name, reflection.SERVICE_NAME)
+                reflector = measured(reflection.aio.ReflectionServicer(names), REFLECTION, self.metrics)
+                reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflector, server)
             address = f"{settings.server.host}:{settings.server.port}"
             credentials = server_credentials(settings)
             try:  # grpc-core raises, or returns 0, when it cannot bind (taken since the check above)

@@ -191,6 +191,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         subjects = peer_subjects(context) if edge.tenants.has_subjects else ()
         caller = self._gate.identify(edge, metadata, subjects)
         record.tenant = caller.name
+        record.identified = True
         return caller
 
     @staticmethod

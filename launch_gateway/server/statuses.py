@@ -217,6 +217,7 @@ async def _guarded(
         yield record
     except GatewayError as exc:
         code = exc.code
+        record.error_class = exc.error_class
         await abort(context, exc, record.request_id)
     except _CallEnded:
         code = Code.CANCELLED
@@ -228,6 +229,7 @@ async def _guarded(
         task.uncancel()  # our own cancellation of an open stream: the caller is still there and gets a status
         error = ShuttingDown()
         code = error.code
+        record.error_class = error.error_class
         await abort(context, error, record.request_id)
     except Exception as exc:
         code = Code.INTERNAL
@@ -280,10 +282,10 @@ def boundary(kind: Kind) -> Callable[[Any], Any]:
                                     raise _CallEnded() from exc
                                 sent += 1
                                 if sent == 256:  # counted in batches: a metric update per message is a measurable cost
-                                    record.meter.sent(sent)
+                                    record.sent(sent)
                                     sent = 0
                     finally:
-                        record.meter.sent(sent)
+                        record.sent(sent)
 
             return stream
 

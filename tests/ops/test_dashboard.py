@@ -55,6 +55,10 @@ DASHBOARD_METRICS = {
     "gateway_config_reloads_total",
     "gateway_ready",
     "gateway_upstream_reachable",
+    "gateway_tenant_calls_total",
+    "gateway_tenant_errors_total",
+    "gateway_tenant_upstream_seconds_total",
+    "gateway_tenant_stream_events_total",
 }
 PER_SECOND_UNITS = {"reqps", "eps", "ops", "cps"}  # Grafana's unit ids (valueFormats/categories.ts, Throughput)
 CODE_MATCHER = re.compile(r'grpc_code(=~|!~)"([^"]*)"')

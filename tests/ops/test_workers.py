@@ -1,4 +1,5 @@
-"""`serve --workers 2`: two processes on one port, metrics summed over both, a clean shutdown of all."""
+"""`serve --workers 2`: two processes on one port, metrics summed over both (as one process shows them),
+a clean shutdown of all."""
 
 from __future__ import annotations
 
@@ -41,5 +42,11 @@ async def test_workers_share_the_port_and_sum_their_metrics(serve_process: Serve
                 async with session.get(listening.metrics_url) as response:
                     text = await response.text()
                 assert samples(text, "grpc_server_handled_total")["{" + OK + "}"] == calls
+        # The workers' sum is shown as one process's is: no _created series, Go's bucket bounds, every family.
+        assert "_created" not in text
+        assert 'le="1"' in text
+        assert 'le="1.0"' not in text
+        assert samples(text, "gateway_tenant_calls_total")['{endpoint="other",tenant="open"}'] == calls
+        assert 'grpc_service="grpc.health.v1.Health"' in text
         served.send_signal(signal.SIGTERM)
         assert await served.exit_code(within=60) == 0

@@ -3,11 +3,16 @@
 The `grpc_server_*` families have go-grpc-prometheus's names and labels, so dashboards built for Go
 and Java gRPC servers work unchanged; unlike py-grpc-prometheus they count server-streaming RPCs
 too, as handled (with their duration) when the stream ends, however it ends. Every method's series
-exist from the start (all codes at zero), as `InitializeMetrics` does.
+exist from the start (all codes at zero), as `InitializeMetrics` does, the standard health and
+reflection services' included (`observability.standard_services` measures those).
+
+Per-tenant usage, for chargeback and capacity planning: `gateway_tenant_*` count each tenant's calls
+by endpoint when they end, its errors by class (client, policy, upstream or gateway: whose doing),
+the seconds its calls spent in requests to Launch, and the stream events it was sent.
 
 Labels stay bounded: an endpoint label only for endpoint names the config lists (any other name is
 `other`), a tenant label only for configured tenants (`open` in open mode), routes as templates.
-Never a task id, key or URL.
+Never a task id, key or URL. /metrics shows the families as a Go server does (`observability.exposition`).
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from launch_gateway.server.clock import Clock
-from launch_gateway.server.errors import Code
+from launch_gateway.server.errors import Code, ErrorClass
+from launch_gateway.server.observability.exposition import GoExposition
 
 # go-grpc-prometheus prints codes as Go's codes.Code String(): "OK", "NotFound", ...
 GRPC_CODE_NAMES = {
@@ -30,13 +37,19 @@ GRPC_CODE_NAMES[Code.CANCELLED] = "Canceled"  # Go's spelling, which the dashboa
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 OTHER = "other"
+ERROR_CLASSES: tuple[ErrorClass, ...] = ("client", "policy", "upstream", "gateway")
 
 
 @dataclass(frozen=True)
 class MethodInfo:
     service: str
     method: str
-    grpc_type: str  # unary | server_stream
+    grpc_type: str  # unary | server_stream | client_stream | bidi_stream, as go-grpc-prometheus says
+
+    @property
+    def one_request(self) -> bool:
+        """Whether a call carries exactly one request message (counted as it starts)."""
+        return self.grpc_type in ("unary", "server_stream")
 
 
 class Metrics:
@@ -107,7 +120,30 @@ class Metrics:
         self.config_reloads = Counter(
             "gateway_config_reloads_total", "Config reloads by result.", ("result",), registry=r
         )
-        self._methods = {m.method: m for m in methods}
+        usage = ("tenant", "endpoint")
+        self.tenant_calls = Counter(
+            "gateway_tenant_calls_total", "EndpointService calls by tenant and endpoint, counted when they end.",
+            usage, registry=r,
+        )  # fmt: skip
+        self.tenant_errors = Counter(
+            "gateway_tenant_errors_total",
+            "Calls that ended non-OK by tenant, endpoint and class (client, policy, upstream, gateway).",
+            (*usage, "class"), registry=r,
+        )  # fmt: skip
+        self.tenant_upstream_seconds = Counter(
+            "gateway_tenant_upstream_seconds_total",
+            "Seconds the tenant's calls spent in requests to Launch (a stream's until its end).",
+            usage, registry=r,
+        )  # fmt: skip
+        self.tenant_stream_events = Counter(
+            "gateway_tenant_stream_events_total", "Stream events sent to the tenant's callers.", usage, registry=r
+        )
+        self._usage: dict[tuple[str, str], TenantUsage] = {}
+        self._methods: dict[str, MethodInfo] = {}
+        for m in methods:  # series are looked up by method name, so names must not repeat across services
+            if m.method in self._methods:
+                raise ValueError(f"two services have a method {m.method!r}")
+            self._methods[m.method] = m
         self._initialize()
 
     def _initialize(self) -> None:
@@ -120,6 +156,7 @@ class Metrics:
                 self.sent.labels(*labels),
                 self.handling.labels(*labels),
                 {code: self.handled.labels(*labels, name) for code, name in GRPC_CODE_NAMES.items()},
+                m.one_request,
             )
         self._inflight = {kind: self.inflight.labels(kind) for kind in ("unary", "stream", "wait")}
         for result in ("hit", "miss"):
@@ -130,26 +167,46 @@ class Metrics:
             self.config_reloads.labels(result)
 
     def exposition(self, multiprocess_dir: str = "") -> CollectorRegistry:
-        """What /metrics shows: this process's registry, or the sum over every worker's files."""
-        if not multiprocess_dir:
-            return self.registry
-        combined = CollectorRegistry()
-        MultiProcessCollector(combined, path=multiprocess_dir)  # type: ignore[no-untyped-call]
-        return combined
+        """What /metrics shows: this process's registry, or the sum over every worker's files, either
+        as a Go server writes it (`exposition.GoExposition`)."""
+        source: Collector = self.registry
+        if multiprocess_dir:
+            source = CollectorRegistry()
+            MultiProcessCollector(source, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        shown = CollectorRegistry(auto_describe=False)
+        shown.register(GoExposition(source))
+        return shown
 
     def tenants(self, names: Iterable[str]) -> None:
         """Create the per-tenant series up front (at start and after a reload)."""
         for name in names:
             for result in ("allowed", "limited", "failed_open", "failed_closed"):
                 self.ratelimit.labels(name, result)
+            self.usage(name, OTHER)  # every tenant has its usage series, at zero until it calls
 
-    def rpc(self, method: str, kind: str) -> RpcMeter:
-        """Start measuring one RPC of `method`."""
+    def usage(self, tenant: str, endpoint: str) -> TenantUsage:
+        """The usage series of a tenant (label) and an endpoint (label), looked up once."""
+        found = self._usage.get((tenant, endpoint))
+        if found is None:
+            labels = (tenant, endpoint)
+            found = self._usage[labels] = TenantUsage(
+                self.tenant_calls.labels(*labels),
+                {name: self.tenant_errors.labels(*labels, name) for name in ERROR_CLASSES},
+                self.tenant_upstream_seconds.labels(*labels),
+                self.tenant_stream_events.labels(*labels),
+            )
+        return found
+
+    def rpc(self, method: str, kind: str | None) -> RpcMeter:
+        """Start measuring one RPC of `method`; `kind` (EndpointService's concurrency kind) counts it in
+        `gateway_inflight_calls`, None (health, reflection) does not."""
         series = self._series[method]
         series.started.inc()
-        series.received.inc()  # unary and server-streaming requests are one message
-        inflight = self._inflight[kind]
-        inflight.inc()
+        if series.one_request:  # unary and server-streaming requests are one message; others count theirs
+            series.received.inc()
+        inflight = self._inflight[kind] if kind is not None else None
+        if inflight is not None:
+            inflight.inc()
         return RpcMeter(series, inflight, self._clock)
 
 
@@ -162,6 +219,17 @@ class _MethodSeries:
     sent: Any
     handling: Any
     handled: dict[Code, Any]
+    one_request: bool
+
+
+@dataclass(frozen=True)
+class TenantUsage:
+    """One tenant's usage series for one endpoint label."""
+
+    calls: Any
+    errors: dict[str, Any]  # by error class
+    upstream_seconds: Any
+    stream_events: Any
 
 
 class RpcMeter:
@@ -169,7 +237,7 @@ class RpcMeter:
 
     __slots__ = ("_clock", "_inflight", "_series", "done", "start")
 
-    def __init__(self, series: _MethodSeries, inflight: Any, clock: Clock) -> None:
+    def __init__(self, series: _MethodSeries, inflight: Any | None, clock: Clock) -> None:
         self._series = series
         self._inflight = inflight
         self._clock = clock
@@ -180,6 +248,14 @@ class RpcMeter:
         if count:
             self._series.sent.inc(count)
 
+    def received(self, count: int = 1) -> None:
+        """Request messages of a client- or bidi-streaming call."""
+        if count:
+            self._series.received.inc(count)
+
+    def elapsed(self) -> float:
+        return self._clock.now() - self.start
+
     def finish(self, code: Code) -> float:
         """Record the status; returns the RPC's duration in seconds."""
         elapsed = self._clock.now() - self.start
@@ -187,5 +263,6 @@ class RpcMeter:
             self.done = True
             self._series.handled[code].inc()
             self._series.handling.observe(elapsed)
-            self._inflight.dec()
+            if self._inflight is not None:
+                self._inflight.dec()
         return elapsed

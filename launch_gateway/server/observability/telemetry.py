@@ -4,6 +4,10 @@ The service boundary opens a `CallRecord` for each RPC and closes it with the fi
 servicer notes the endpoint and tenant, the upstream client the HTTP status, through the record in
 the current context (a ContextVar), so that no layer has to pass it down. Labels are bounded here:
 endpoint names not listed in the config count as `other`.
+
+A call whose caller was identified (a tenant, or anyone in open mode, `open`) also counts in its
+tenant's usage: the call and, if it failed, its error class when it ends; each upstream request's
+seconds as it ends, and a stream's from its upstream answer to its end; the stream events sent.
 """
 
 from __future__ import annotations
@@ -16,16 +20,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from launch_gateway.server.errors import Code
+from launch_gateway.server.errors import Code, ErrorClass
 from launch_gateway.server.headers import usable_request_id
 from launch_gateway.server.limits.concurrency import Kind
 from launch_gateway.server.observability.logs import ACCESS
-from launch_gateway.server.observability.metrics import GRPC_CODE_NAMES, OTHER, Metrics, RpcMeter
+from launch_gateway.server.observability.metrics import GRPC_CODE_NAMES, OTHER, Metrics, RpcMeter, TenantUsage
 
 if TYPE_CHECKING:  # imported only when tracing is on (it needs the tracing extra)
     from launch_gateway.server.observability.tracing import Tracing
 
 _current: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("gateway_call", default=None)
+OPEN = "open"  # the tenant label of open mode's callers
 
 
 def current_call() -> CallRecord | None:
@@ -45,10 +50,33 @@ class CallRecord:
     endpoint: str = ""
     tenant: str = ""
     upstream_status: str = ""
+    identified: bool = False  # the caller is known (a tenant, or open mode): its usage is counted
+    error_class: ErrorClass | None = None  # of the error the call ended with, as the boundary saw it
+    upstream_answered: float | None = None  # when (seconds into the call) the last upstream answer came
     token: contextvars.Token[CallRecord | None] | None = field(default=None, repr=False)
+
+    def usage(self) -> TenantUsage | None:
+        """The usage series of the call's tenant and endpoint; None before its caller is known."""
+        if not self.identified:
+            return None
+        return self.telemetry.metrics.usage(self.tenant or OPEN, self.endpoint or OTHER)
+
+    def sent(self, count: int) -> None:
+        """Messages a stream sent: each is one event relayed from upstream."""
+        self.meter.sent(count)
+        usage = self.usage()
+        if count and usage is not None:
+            usage.stream_events.inc(count)
 
     def finish(self, code: Code) -> None:
         seconds = self.meter.finish(code)
+        usage = self.usage()
+        if usage is not None:
+            usage.calls.inc()
+            if code is not Code.OK:
+                usage.errors[self.error_class or ("client" if code is Code.CANCELLED else "gateway")].inc()
+            if self.kind == "stream" and self.upstream_answered is not None and self.upstream_status[:1] == "2":
+                usage.upstream_seconds.inc(max(seconds - self.upstream_answered, 0.0))  # the stream's body
         if self.token is not None:
             # A stream's generator may be closed from another context (its task was cancelled):
             # there the variable was never set, so there is nothing to reset.
@@ -108,6 +136,10 @@ class Telemetry:
         record = _current.get()
         if record is not None:
             record.upstream_status = status
+            record.upstream_answered = record.meter.elapsed()
+            usage = record.usage()  # a shared wait loop's polls count for the tenant whose wait began it
+            if usage is not None:
+                usage.upstream_seconds.inc(seconds)
 
     def endpoint_lookup(self, hit: bool) -> None:
         self.metrics.cache.labels("hit" if hit else "miss").inc()
