@@ -206,7 +206,7 @@ async def test_the_tenant_walkthrough_calls_with_its_key(tmp_path: Path, serve_p
             "--metrics.port", "0", env=env,
         )  # fmt: skip
         assert served.listening is not None
-        assert served.listening.mode == "1 tenants"
+        assert served.listening.mode == "1 tenant"
         (message,) = parse_messages(await run_doc_command(served.address, with_key))
         assert message["response"]["status"] == "TASK_STATUS_SUCCESS"
         assert json.loads(message["response"]["result"]) == request_body(with_key)["request"]["args"]
