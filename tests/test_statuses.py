@@ -11,7 +11,6 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-import launch_gateway.server.access.callbacks  # noqa: F401  (CallbackRefused lives there)
 from launch_gateway.server import errors
 from launch_gateway.server.errors import Code, GatewayError, InvalidArgument, LimitExceeded, NotFound, ShuttingDown
 from launch_gateway.server.statuses import ERROR_DOMAIN, status_of

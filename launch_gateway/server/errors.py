@@ -15,7 +15,7 @@ else that escapes a handler is a bug and becomes INTERNAL there. Callers test th
     │   └── UpstreamTimeout         the upstream did not answer in time (or said so: HTTP 408, 504)
     ├── NotFound                    NOT_FOUND: unknown endpoint or task
     ├── PermissionDenied            PERMISSION_DENIED: the tenant may not call this endpoint
-    │   └── CallbackRefused         the callback URL breaks the tenant's policy (lives in access/callbacks.py)
+    │   └── CallbackRefused         the callback URL breaks the tenant's policy
     ├── ResourceExhausted           RESOURCE_EXHAUSTED: too much or too often; `retry_after` says when to retry
     │   ├── LimitExceeded           a tenant's rate limit or concurrency cap
     │   ├── UpstreamTooLarge        the upstream's answer is past upstream.max_body_bytes
@@ -203,6 +203,15 @@ class PermissionDenied(GatewayError):
     code = Code.PERMISSION_DENIED
     reason = "PERMISSION_DENIED"
     error_class: ErrorClass = "policy"
+
+
+class CallbackRefused(PermissionDenied):
+    """The callback URL breaks the tenant's policy; `why` follows the field's name."""
+
+    reason = "CALLBACK_REFUSED"
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"request.callback_url: {why}")
 
 
 class ResourceExhausted(GatewayError):

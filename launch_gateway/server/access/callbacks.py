@@ -30,22 +30,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from launch_gateway.server.access.tenants import CallbackPolicy
-from launch_gateway.server.errors import InvalidArgument, PermissionDenied
+from launch_gateway.server.errors import CallbackRefused, InvalidArgument
 
 FIELD = "request.callback_url"
 MAX_URL_LENGTH = 2048
 MAX_HOST_LENGTH = 253
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class CallbackRefused(PermissionDenied):
-    """The callback URL breaks the tenant's policy."""
-
-    reason = "CALLBACK_REFUSED"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"{FIELD}: {reason}")
 
 
 def _invalid(reason: str) -> InvalidArgument:
