@@ -205,7 +205,7 @@ async def test_a_tracing_header_with_control_or_8bit_characters_is_invalid_argum
         ("traceparent", "ff" + TRACEPARENT[2:]),  # version ff is forbidden
         ("traceparent", TRACEPARENT + "-extra"),  # version 00 has exactly four fields
         ("traceparent", TRACEPARENT[:-3]),
-        ("traceparent", "x" * 10_000),
+        ("traceparent", "x" * 4_000),  # long, yet under grpc-core's 8 KiB soft limit on metadata
         ("tracestate", "Congo=t61rcWkgMzE"),  # keys are lower-case
         ("tracestate", "congo=t61=rcWkgMzE"),  # "=" is not allowed in a value
         ("tracestate", "congo"),
