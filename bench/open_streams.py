@@ -6,7 +6,7 @@ when all are open, against the same process's RSS before the first one (its refe
 memory runs open `RAMP` streams at a time, each batch once the one before has its first events.
 
 Every open stream holds one upstream HTTP/1.1 connection, and the gateway pools at most
-`upstream.max_connections` (1,024 by default): streams beyond that fail UNAVAILABLE after the
+`upstream.max_stream_connections` (256 by default): streams beyond that fail UNAVAILABLE after the
 connect timeout. So the memory runs raise the setting to the stream count; one extra run keeps the
 default and reports how many streams open at all, and one opens every stream at once (a burst that
 grpc-core's pending-request limits, `server.max_pending_requests`, must make room for).
@@ -74,7 +74,7 @@ async def streams_run(harness: Harness, count: int, tag: str, *, max_connections
     """`count` streams opened `batch` at a time (each batch once the one before has its first events)."""
     launch = await start_local_launch(harness.scratch, name=f"local-launch-{tag}")
     harness.track(launch.server)
-    upstream = {"max_connections": max_connections} if max_connections else {}
+    upstream = {"max_stream_connections": max_connections} if max_connections else {}
     config = gateway_config(launch.url, upstream=upstream, timeouts={"stream_idle": 300.0})
     gateway = await start_gateway(harness.scratch, config, name=f"gateway-{tag}")
     harness.track(gateway.server)
@@ -133,7 +133,7 @@ async def measure(harness: Harness) -> None:
         reference=[r.idle_rss / MB for r in runs],
         target="<= 300 MB",
         check=lambda f: f.value.median <= 300,
-        note=f"opened {RAMP} at a time; upstream.max_connections = {count}",
+        note=f"opened {RAMP} at a time; upstream.max_stream_connections = {count}",
     )
     add(
         SECTION,
@@ -155,7 +155,7 @@ async def measure(harness: Harness) -> None:
     )
     add(
         SECTION,
-        f"streams open with the default upstream.max_connections ({UpstreamSettings().max_connections:,})",
+        f"streams open, default upstream.max_stream_connections ({UpstreamSettings().max_stream_connections:,})",
         "streams",
         [float(default.opened)],
         reference_name="asked for",
