@@ -3,12 +3,13 @@
 `GatewayServer` owns the lifecycle: `start()` opens the upstream session and binds the gRPC and
 metrics ports (0 picks a free one, read back from `port`) before anything else, so a port in use is
 one `ListenError` naming its setting; only the workers of one `serve --workers N` share their ports
-(SO_REUSEPORT, which grpc-core would otherwise set for any server). `stop()` refuses new calls, lets
-calls in flight finish within the grace period, then closes the upstream session and the rate
-limiter. The standard health service's `liveness` entry is SERVING while the process serves, "" and
-EndpointService's while it is ready (see `observability.probes`), and reflection (on unless
-`server.reflection = false`) lets grpcurl and other tools discover the API without `.proto` files;
-both are measured in the grpc_server_* metrics like EndpointService (`observability.standard_services`).
+(SO_REUSEPORT, which grpc-core would otherwise set for any server). `stop()` closes the listener and
+sends GOAWAY (so balancers move new calls to another replica), lets calls in flight finish within the
+grace period, then closes the upstream session and the rate limiter. The standard health service's
+`liveness` entry is SERVING while the process serves, "" and EndpointService's while it is ready
+(see `observability.probes`), and reflection (on unless `server.reflection = false`) lets grpcurl and
+other tools discover the API without `.proto` files; both are measured in the grpc_server_* metrics
+like EndpointService (`observability.standard_services`).
 """
 
 from __future__ import annotations
@@ -327,15 +328,20 @@ class GatewayServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         grace = self.settings.server.grace_period if grace is None else grace
-        # New calls are refused with UNAVAILABLE from here on; unary calls in flight get the grace
-        # period, and open streams end with UNAVAILABLE a little before it runs out, so that every
-        # call gets a status. Then the server stops, cutting only what still has not finished.
+        # grpc-core's stop closes the listener and sends GOAWAY at once, so a proxy (nginx, Envoy) or a
+        # client's balancer sends new calls to another replica: a refused connection it can retry there,
+        # where an UNAVAILABLE answered here is a response that a proxy passes back and the SDK never
+        # retries for Predict, SubmitAsync or StreamPredict. A call that still reaches a handler is refused
+        # with UNAVAILABLE. Calls in flight, streams too, get the grace period; streams still open a little
+        # before it runs out end with UNAVAILABLE, so that every call gets a status, and grpc-core cuts
+        # only what still has not finished.
         self.drain.draining = True
+        stopped = asyncio.ensure_future(server.stop(grace))
         margin = min(1.0, grace / 4)
-        await self.drain.wait_until_idle(max(grace - margin, 0.0), streams=False)
+        await self.drain.wait_until_idle(max(grace - margin, 0.0))
         self.drain.end_streams()
         await self.drain.wait_until_idle(margin)
-        await server.stop(margin)
+        await stopped
         await self.readiness.stop()
         if self.ops is not None:
             await self.ops.stop()

@@ -1,12 +1,13 @@
-"""SIGTERM drains: NOT_SERVING, new calls refused, unary calls finish, open streams get a status, exit 0."""
+"""SIGTERM drains: not ready, the listener closed (new calls refused), unary calls finish, open streams get a
+status, exit 0."""
 
 from __future__ import annotations
 
 import signal
 from pathlib import Path
 
+import aiohttp
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from launch_gateway.testing.local_launch import LocalLaunchServer, builtin_endpoints
 from launch_gateway.v1 import endpoint_service_pb2 as pb
@@ -32,17 +33,21 @@ async def test_sigterm_drains_without_dropping_a_call(tmp_path: Path, serve_proc
             await launch.wait_for_record(lambda r: r.path == "/v1/sync-tasks")
 
             served.send_signal(signal.SIGTERM)
-            health = health_pb2_grpc.HealthStub(channel)
+            # The listener closes and GOAWAY goes out at once, so NOT_SERVING is seen where the ops port
+            # still answers: /readyz, until the process exits.
+            assert served.listening is not None
+            assert served.listening.metrics_url is not None
+            readyz = served.listening.metrics_url.replace("/metrics", "/readyz")
 
-            async def not_serving() -> bool:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
-                return reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            async def not_ready() -> bool:
+                async with aiohttp.ClientSession() as session, session.get(readyz) as response:
+                    return response.status == 503
 
-            await wait_for(not_serving, within=5, what="the health service to say NOT_SERVING after SIGTERM")
+            await wait_for(not_ready, within=5, what="/readyz to say 503 after SIGTERM")
 
             echo = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
 
-            async def refused() -> grpc.StatusCode | None:  # the server refuses new calls once it begins to stop
+            async def refused() -> grpc.StatusCode | None:  # the closed listener refuses new calls
                 try:
                     await stub.Predict(echo, timeout=5)
                 except grpc.aio.AioRpcError as exc:
