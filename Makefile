@@ -69,9 +69,11 @@ proto-check: $(STAMP)
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
 
-## soak: 3 minutes of mixed traffic through a gateway in front of a failing local Launch server; checks invariants
-soak: $(STAMP)
+## soak: 3 minutes of mixed traffic through a gateway in front of a failing local Launch server; checks invariants;
+## then two replicas behind nginx sharing one Redis (limit exactness, task handles, a rolling restart; bench/rollout.py)
+soak: $(STAMP) system-deps
 	$(BIN)/python -m bench.soak --seconds 180 --concurrency 32
+	$(BIN)/python -m bench.rollout --seconds 45 --clients 8
 
 ## conformance: the end-to-end tests against model-engine's real app, in a venv of its own (docs/conformance.md);
 ## MODEL_ENGINE_SRC=<an llm-engine checkout>, default the vendored copy beside the repository
