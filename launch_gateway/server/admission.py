@@ -70,6 +70,9 @@ def _secret(path: str, env_name: str, env: Mapping[str, str], where: str, proble
         except OSError as exc:
             problems.append(f"{where}: cannot read {path} ({exc.strerror})")
             return None
+        except UnicodeDecodeError as exc:
+            problems.append(f"{where}: {path} is not valid UTF-8 (byte {exc.start}: {exc.reason})")
+            return None
     return env.get(env_name) or None if env_name else None
 
 

@@ -454,6 +454,8 @@ def load_settings(
             file_values = tomllib.loads(Path(path).read_text())
         except OSError as exc:
             raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from exc
+        except UnicodeDecodeError as exc:  # a ValueError, not a TOMLDecodeError: read_text decodes first
+            raise ConfigError([f"{path}: not valid UTF-8 (byte {exc.start}: {exc.reason})"]) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{path}: not valid TOML ({exc})"]) from exc
     return build_settings(file_values, env, overrides, from_file=path is not None)

@@ -167,3 +167,37 @@ async def test_a_tenants_launch_key_file_is_picked_up_without_sighup(make_stack:
     await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
     sent = [r.api_key for r in stack.launch.records if r.path == "/v1/sync-tasks"]
     assert sent == [old_key, new_key]
+
+
+async def test_a_file_that_is_not_utf8_is_refused_and_watching_goes_on(
+    tmp_path: Path, serve_process: ServeFactory
+) -> None:
+    def watched(key: str, auth: str = "") -> str:
+        return config_text(key).replace("reload_interval = 3600.0", f"reload_interval = 0.02\n{auth}")
+
+    def logged(text: str, times: int) -> bool:
+        return served.logs.count(text) >= times
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(watched(KEY_A))
+    secrets = tmp_path / "handle-secrets"
+    async with LocalLaunchServer(api_keys=[LAUNCH_KEY_A]) as launch:
+        served = await serve_process("--config", str(config), "--upstream", launch.url, env=ENV)
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            stub = pb_grpc.EndpointServiceStub(channel)
+            config.write_bytes(watched(KEY_C).encode() + b"# caf\xe9 in Latin-1\n")
+            await wait_for(lambda: logged("config reload refused", 1), within=10, what="the reload to be refused")
+            await stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))  # the old config stays
+
+            secrets.write_bytes(b"\xff" * 32 + b"\n")
+            config.write_text(watched(KEY_C, f'handle_secrets_file = "{secrets}"'))
+            await wait_for(lambda: logged("config reload refused", 2), within=10, what="the secret file to be refused")
+            await stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+
+            secrets.write_text(HANDLE_SECRET + "\n")  # fixed: the watcher is still running and picks it up
+            await served.log_line("config reloaded")
+            await stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_C))
+        assert await served.stop() == 0
+    assert f"{config}: not valid UTF-8" in served.logs
+    assert f"{secrets} is not valid UTF-8" in served.logs
+    assert "Traceback" not in served.logs

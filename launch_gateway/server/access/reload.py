@@ -98,6 +98,9 @@ class EdgeSource:
             edge = load_edge(settings, self._env)
         except ConfigError as exc:
             return self._refuse(str(exc))
+        except Exception as exc:  # a reader's bug refuses this reload, never the watching or the SIGHUP handler
+            log.exception("config reload failed")
+            return self._refuse(f"{type(exc).__name__} while reading {self._path}")
         if edge.open != self._edge.open:
             change = "drop every tenant and switch to open mode" if edge.open else f"switch open mode to {_mode(edge)}"
             return self._refuse(f"the file would {change}; the mode changes only with a restart")
@@ -113,7 +116,7 @@ class EdgeSource:
         return self._path is not None and self._stamp_all() != self._stamps
 
     async def watch(self, clock: Clock, interval: float) -> None:
-        """Reload whenever a watched file changes; runs until cancelled."""
+        """Reload whenever a watched file changes; runs until cancelled (`reload` refuses, never raises)."""
         while True:
             await clock.sleep(interval)
             if self.changed():
