@@ -8,13 +8,16 @@ INVALID_ARGUMENT naming the field, with no traceback in the logs (any caller cou
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import struct
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from aiohttp import web
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -250,3 +253,54 @@ async def test_w3c_tracing_headers_pass_through_unchanged(stack: Stack, tracesta
     future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes-later"  # a later version
     reply = await stack.stub.Predict(ECHO, timeout=10, metadata=[("traceparent", future)])
     assert reply.response.status == pb.TASK_STATUS_SUCCESS
+
+
+# --- odd values from a model ---------------------------------------------------------------------
+
+# A lone surrogate, as Python's json.dumps writes one (UTF-8 cannot carry it), and a status_code no int32
+# holds: both raised while building the response, so every call was INTERNAL with an ERROR traceback.
+ODD_TASK = b'"status": "SUCCESS", "result": {"result": %s}, "traceback": "line \\udc80 1", "status_code": 1099511627776'
+
+
+async def odd_model(request: web.Request) -> web.StreamResponse:
+    if request.path.endswith("/model-endpoints"):
+        kind = "streaming" if request.query.get("name") == "stream" else "sync"
+        return web.json_response(
+            {"model_endpoints": [{"id": "e1", "name": request.query["name"], "endpoint_type": kind}]}
+        )
+    if request.path == "/v1/streaming-tasks":
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: {" + ODD_TASK % b'"a\\udc80b"' + b"}\r\n\r\n")  # the event's value itself
+        await response.write_eof()
+        return response
+    task_id = b'"task_id": "t-1", ' if request.method == "GET" else b""
+    body = b"{" + task_id + ODD_TASK % b'"\\"a\\udc80b\\""' + b"}"  # JSON text of the value, as bundles send
+    return web.Response(body=body, content_type="application/json")
+
+
+ODD_CALLS: dict[str, Any] = {
+    "Predict": lambda stub: stub.Predict(ECHO, timeout=10),
+    "GetAsyncTask": lambda stub: stub.GetAsyncTask(pb.GetAsyncTaskRequest(task_id="t-1"), timeout=10),
+    "StreamPredict": lambda stub: stub.StreamPredict(
+        pb.StreamPredictRequest(endpoint_name="stream", request=pb.EndpointRequest(args_json="{}")), timeout=10
+    ),
+}
+
+
+@pytest.mark.parametrize("rpc", list(ODD_CALLS))
+async def test_a_lone_surrogate_and_an_out_of_range_status_code_still_arrive(
+    raw_upstream: RawUpstream, make_stack: StackFactory, rpc: str
+) -> None:
+    stack = await make_stack(settings={"upstream": {"url": await raw_upstream(odd_model)}})
+    call = ODD_CALLS[rpc](stack.stub)
+    if rpc == "StreamPredict":
+        replies = [reply async for reply in call]
+        assert len(replies) == 1
+        response = replies[0].response
+    else:
+        response = (await call).response
+    assert response.status == pb.TASK_STATUS_SUCCESS
+    assert json.loads(response.result) == "a\udc80b"  # the model's string, exactly
+    assert response.traceback == "line \\udc80 1"
+    assert not response.HasField("status_code")

@@ -16,6 +16,10 @@ Responses: Launch wraps a predict function's value differently per bundle type (
   and forwarders both serialise) and is passed through when it parses, else quoted; for streaming,
   v is the event's parsed value and is serialised;
 - anything else is serialised whole; a FAILURE's `result` (Launch puts `str(exc)` there) too.
+Whatever a model returns arrives: a string with a lone surrogate (`"\\udc80"` in Launch's JSON, which
+UTF-8 and so protobuf cannot carry) stays in `result` as the JSON escape, so `json.loads` gives the same
+string back, and in `traceback` and `result_url` as the text `\\udc80`. A `status_code` that is not an
+int32 (no HTTP status is) is left unset rather than failing the call.
 
 A FAILURE is the model's, and data, except when Launch's inference gateway says the endpoint had no
 capacity: `status_code` 429 (its pods kept answering 429 through Launch's own retries) or 503 (no
@@ -293,7 +297,20 @@ def to_upstream_body(request: pb.EndpointRequest, kind: pb.EndpointKind.ValueTyp
 
 
 def _as_json_text(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text if _is_utf8(text) else json.dumps(value, separators=(",", ":"))  # ASCII: \udc80 escapes
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: JSON can spell it, UTF-8 (so protobuf) cannot
+        return False
+    return True
+
+
+def _as_text(text: str) -> str:
+    return text if _is_utf8(text) else text.encode(errors="backslashreplace").decode()
 
 
 def _is_json_text(text: str) -> bool:
@@ -319,11 +336,11 @@ def to_endpoint_response(payload: Any, *, streaming: bool = False, task_id: str 
         if status == pb.TASK_STATUS_FAILURE:
             response.result = _as_json_text(result)
         elif isinstance(result, dict) and "result_url" in result and "result" not in result:
-            response.result_url = str(result["result_url"])
+            response.result_url = _as_text(str(result["result_url"]))
         elif isinstance(result, dict) and "result" in result:
             inner = result["result"]
             if isinstance(inner, str) and not streaming and _is_json_text(inner):
-                response.result = inner
+                response.result = inner if _is_utf8(inner) else _as_json_text(json.loads(inner))
             else:
                 response.result = _as_json_text(inner)
         else:
@@ -331,9 +348,9 @@ def to_endpoint_response(payload: Any, *, streaming: bool = False, task_id: str 
 
     traceback = payload.get("traceback")
     if traceback is not None:
-        response.traceback = traceback if isinstance(traceback, str) else _as_json_text(traceback)
+        response.traceback = _as_text(traceback) if isinstance(traceback, str) else _as_json_text(traceback)
     status_code = payload.get("status_code")
-    if isinstance(status_code, int) and not isinstance(status_code, bool):
+    if isinstance(status_code, int) and not isinstance(status_code, bool) and -(2**31) <= status_code < 2**31:
         response.status_code = status_code
     return response
 
