@@ -18,7 +18,8 @@ from launch_gateway.server.errors import (
     UpstreamUnavailable,
 )
 from launch_gateway.server.settings import PollSettings
-from launch_gateway.server.upstream.waits import RETRY_AFTER_CAP, TaskWaits, is_transient
+from launch_gateway.server.upstream.retries import is_transient
+from launch_gateway.server.upstream.waits import RETRY_AFTER_CAP, TaskWaits
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.fake_clock import FakeClock
 

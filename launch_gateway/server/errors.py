@@ -84,11 +84,12 @@ def bounded_message(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
     return encoded[: limit - 4].decode("utf-8", "ignore") + " ..."
 
 
-def bounded_retry_delay(seconds: float | None) -> float | None:
-    """A retry delay callers can be given: at most `MAX_RETRY_DELAY`; negative or non-finite is no delay."""
+def bounded_retry_delay(seconds: float | None, cap: float = MAX_RETRY_DELAY) -> float | None:
+    """A retry delay at most `cap` (callers are told at most `MAX_RETRY_DELAY`; a wait paces itself by a
+    shorter one); negative or non-finite is no delay."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return None
-    return min(seconds, MAX_RETRY_DELAY)
+    return min(seconds, cap)
 
 
 class Code(enum.IntEnum):

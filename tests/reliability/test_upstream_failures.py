@@ -141,6 +141,33 @@ async def test_the_breaker_opens_fails_fast_and_readiness_reports_it(
     assert "upstream: circuit open" in ready[1]
 
 
+async def test_the_breaker_opens_after_requests_the_upstream_never_answers(
+    make_stack: StackFactory, raw_upstream: RawUpstream
+) -> None:
+    hits: Counter[str] = Counter()
+
+    async def accepts_and_never_answers(request: web.Request) -> web.StreamResponse:
+        if request.path == "/v1/model-endpoints":
+            name = request.query.get("name")
+            return web.json_response({"model_endpoints": [e for e in (ENDPOINT,) if e["name"] == name]})
+        hits[request.path] += 1
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    url = await raw_upstream(accepts_and_never_answers)
+    settings = {"upstream": {"url": url, "breaker_failures": 2, "breaker_cooldown": 60}, "timeouts": {"sync": 0.2}}
+    stack = await make_stack(settings=settings)
+    for _ in range(2):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stack.stub.Predict(ECHO, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.Predict(ECHO, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE  # no answer in time is a failure, not a success
+    assert "circuit open after 2 consecutive failures" in (caught.value.details() or "")
+    assert hits["/v1/sync-tasks"] == 2
+
+
 async def test_an_open_breaker_says_when_to_retry_and_one_probe_closes_it(
     make_stack: StackFactory, raw_upstream: RawUpstream
 ) -> None:

@@ -1,9 +1,10 @@
 """A circuit breaker for the upstream: stop calling a Launch API that keeps failing, then probe it.
 
-Closed: calls go through; `failures` consecutive upstream failures (connection errors and HTTP
-502/503/504) open it. Open: calls fail fast with UNAVAILABLE for `cooldown` seconds, so a dead
-upstream costs callers nothing and gets a rest. Half-open: one probe call goes through; its success
-closes the circuit, its failure opens it for another cooldown. Readiness reports the open state.
+Closed: calls go through; `failures` consecutive upstream failures (`retries.is_upstream_failure`:
+connection errors, HTTP 502/503/504 and no answer in time) open it. Open: calls fail fast with
+UNAVAILABLE for `cooldown` seconds, so a dead upstream costs callers nothing and gets a rest.
+Half-open: one probe call goes through; its success closes the circuit, its failure opens it for
+another cooldown. Readiness reports the open state.
 Pure: the clock is injected.
 """
 

@@ -4,13 +4,10 @@ Methods take bodies already encoded (`translate`) and return parsed JSON; every 
 a `GatewayError`. aiohttp's exceptions are mapped to ours in exactly one place
 (`_transport_errors`), and non-2xx answers through the one HTTP table in `errors`.
 
-Retries happen only where repeating is safe: lookups and task polls (GETs) are retried on
-connection failures and 502/503/504; the task routes (POSTs) only when the connection could not be
-made at all, so nothing was sent and no task can be submitted twice. Backoff is jittered
-exponential (Envoy's 25 ms base, 250 ms cap) and every retry fits inside the call's time budget.
-A circuit breaker (`launch_gateway.server.upstream.breaker`) sees every attempt's outcome, but not a
-full share of the pool (`launch_gateway.server.upstream.shares`): streams, unary calls, lookups and the
-readiness probe each have their own, so none of them can starve the others.
+Every request's attempts go through the one retry loop (`launch_gateway.server.upstream.retries`:
+what is retried where safe, and what the circuit breaker counts). The breaker sees every attempt's
+outcome, but not a full share of the pool (`launch_gateway.server.upstream.shares`): streams, unary
+calls, lookups and the readiness probe each have their own, so none of them can starve the others.
 """
 
 from __future__ import annotations
@@ -19,9 +16,9 @@ import contextlib
 import json
 import random
 import ssl
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
@@ -42,6 +39,7 @@ from launch_gateway.server.errors import (
 )
 from launch_gateway.server.settings import UpstreamSettings
 from launch_gateway.server.upstream.breaker import CircuitBreaker
+from launch_gateway.server.upstream.retries import Attempts, RetryPolicy
 from launch_gateway.server.upstream.shares import ConnectionShare
 from launch_gateway.server.upstream.sse import SSEParser
 
@@ -51,8 +49,6 @@ if TYPE_CHECKING:  # imported only when tracing is on (it needs the tracing extr
 PROBE_NAME = "launch-gateway-readiness-probe"  # the endpoint name readiness probes look up
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _SSE_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -113,37 +109,8 @@ class _Outcome:
 
 Observer = Callable[[str, str, float], None]  # (route template, HTTP status or "error", seconds)
 
-RETRIED_STATUSES = frozenset({502, 503, 504})
 _URL_ENTRIES = 1024  # the URL cache: at most this many entries...
 _URL_KEY_CHARS = 512  # ...of at most this many characters of route and query each
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Attempts per request (1: no retries) and the jittered exponential backoff between them."""
-
-    attempts: int
-    base: float
-    cap: float
-
-    @classmethod
-    def from_settings(cls, upstream: UpstreamSettings) -> RetryPolicy:
-        return cls(upstream.retry_attempts, upstream.retry_base, upstream.retry_cap)
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-        return rng.uniform(0, min(self.cap, self.base * 2**attempt))
-
-
-def may_retry(error: GatewayError, idempotent: bool) -> bool:
-    """Whether repeating the request is safe and may help."""
-    if isinstance(error, ConnectFailed):
-        return True  # nothing was sent
-    if not idempotent:
-        return False
-    if error.http_status is not None:
-        return error.http_status in RETRIED_STATUSES
-    return isinstance(error, UpstreamUnavailable)  # the connection broke: a GET can be asked again
 
 
 def raise_for_status(method: str, route: str, response: aiohttp.ClientResponse, body: bytes) -> None:
@@ -151,13 +118,6 @@ def raise_for_status(method: str, route: str, response: aiohttp.ClientResponse, 
     if response.status >= 300:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         raise error_from_http(method, route, response.status, body, retry_after)
-
-
-def is_upstream_failure(error: GatewayError) -> bool:
-    """What the circuit breaker counts: the upstream unreachable or saying it is unavailable."""
-    if error.http_status is not None:
-        return error.http_status in RETRIED_STATUSES
-    return isinstance(error, UpstreamUnavailable)
 
 
 class LaunchAPI:
@@ -175,10 +135,9 @@ class LaunchAPI:
         self._observe = observe
         self._tracing = tracing
         self._clock = clock
-        self._retry = RetryPolicy.from_settings(settings)
         self.breaker = CircuitBreaker(clock, settings.breaker_failures, settings.breaker_cooldown)
+        self._attempts = Attempts(RetryPolicy.from_settings(settings), self.breaker, clock, rng or random.Random())
         self._max_body = settings.max_body_bytes
-        self._rng = rng or random.Random()
         self._base = settings.url.rstrip("/")
         self._calls = ConnectionShare("upstream.max_connections", settings.max_connections, "other calls")
         streams = settings.max_stream_connections
@@ -236,37 +195,6 @@ class LaunchAPI:
                 self._urls[key] = url
         return url
 
-    async def _attempts(self, call: UpstreamCall, idempotent: bool, send: Callable[[float, int], Awaitable[T]]) -> T:
-        """`send(budget, attempt)`, repeated as `may_retry` allows within `call.timeout` in all; the breaker sees
-        every attempt. The one retry loop: every route goes through it."""
-        deadline = self._clock.now() + call.timeout
-        attempt = 0
-        while True:
-            self.breaker.before_call()
-            try:
-                result = await send(deadline - self._clock.now(), attempt)
-            except PoolFull:
-                self.breaker.abandoned()  # our own limit, no verdict on the upstream; waiting again would not help
-                raise
-            except GatewayError as exc:
-                if is_upstream_failure(exc):
-                    self.breaker.failed()
-                else:
-                    self.breaker.succeeded()
-                attempt += 1
-                pause = self._retry.delay(attempt, self._rng)
-                if attempt >= self._retry.attempts or not may_retry(exc, idempotent):
-                    raise
-                if deadline - self._clock.now() <= pause:
-                    raise
-                await self._clock.sleep(pause)
-                continue
-            except BaseException:
-                self.breaker.abandoned()
-                raise
-            self.breaker.succeeded()
-            return result
-
     @contextlib.contextmanager
     def _exchange(self, method: str, route: str, template: str, timeout: float, attempt: int) -> Iterator[_Outcome]:
         """One request (`attempt` 0: the first): errors mapped, its status and latency reported to the
@@ -317,8 +245,8 @@ class LaunchAPI:
         idempotent: bool = False,
         share: ConnectionShare | None = None,
     ) -> Any:
-        """One JSON request on a connection of `share` (unary calls' by default), retried as `may_retry`
-        allows within `call.timeout` in all."""
+        """One JSON request on a connection of `share` (unary calls' by default), retried as
+        `retries.may_retry` allows within `call.timeout` in all."""
         where = f"upstream {method} {route}"
 
         async def send(budget: float, attempt: int) -> Any:
@@ -344,7 +272,7 @@ class LaunchAPI:
             except ValueError as exc:
                 raise UpstreamProtocolError(f"{where} answered invalid JSON ({content_type}): {exc}") from exc
 
-        return await self._attempts(call, idempotent, send)
+        return await self._attempts.run(call.timeout, idempotent, send)
 
     async def probe(self, within: float, authorization: str | None = None) -> bool:
         """Whether the upstream answers HTTP at all (below 500): readiness, not correctness."""
@@ -421,7 +349,7 @@ class LaunchAPI:
 
         # The share is held for the stream's life: it is what bounds open streams, and a full one is no failure.
         async with self._streams.slot(self._connect_timeout, f"upstream POST {route}"):
-            response = await self._attempts(call, False, send)
+            response = await self._attempts.run(call.timeout, False, send)
             with _transport_errors("POST", route, call.timeout):
                 async with response:
                     if response.content_type != "text/event-stream":

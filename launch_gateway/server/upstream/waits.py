@@ -5,7 +5,7 @@ loop polls with exponential backoff from `poll.initial` (50 ms by default) to `p
 number of waiters on one task cost one loop: upstream polls per task do not grow with waiters.
 The loop stops when the task is terminal, when a poll fails for good, or when its last waiter leaves.
 
-A poll is a GET, so a poll that fails for a moment (`is_transient`: throttled, the upstream's own
+A poll is a GET, so a poll that fails for a moment (`retries.is_transient`: throttled, the upstream's own
 500, unreachable, too slow) is simply taken again, after the backoff or the upstream's Retry-After,
 whichever is longer: a wait outlasts it, and ends in an error only when its time runs out before
 the upstream gave any answer. Any other failure ends the loop, and every waiter gets it.
@@ -19,28 +19,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from launch_gateway.server.clock import Clock
-from launch_gateway.server.errors import DeadlineExceeded, GatewayError, Unavailable
+from launch_gateway.server.errors import GatewayError, bounded_retry_delay
 from launch_gateway.server.settings import PollSettings
+from launch_gateway.server.upstream.retries import is_transient
 from launch_gateway.server.upstream.translate import TERMINAL_STATUSES
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 
 Poll = Callable[[], Awaitable[pb.EndpointResponse]]
 
-# Upstream answers a wait polls again after: Launch throttling (429) or failing for a moment (its own
-# 500; 502, 503 and 504 once the poll's own retries are spent). Any other status ends the wait.
-TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_AFTER_CAP = 60.0  # seconds: a longer Retry-After is taken as this, so a task that ends is still seen
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether a wait polls again after this poll failure, rather than ending with it."""
-    if not isinstance(error, GatewayError):
-        return False
-    if error.http_status is not None:
-        return error.http_status in TRANSIENT_STATUSES
-    # No answer at all: no connection, a broken one or the breaker open (UNAVAILABLE), or no answer
-    # within the poll's timeout (DEADLINE_EXCEEDED). An answer we cannot read is not transient.
-    return isinstance(error, Unavailable | DeadlineExceeded)
 
 
 @dataclass
@@ -123,7 +110,7 @@ class TaskWaits:
                     if not is_transient(exc):
                         raise
                     loop.error = exc
-                    pause = max(delay, min(exc.retry_after or 0.0, RETRY_AFTER_CAP))
+                    pause = max(delay, bounded_retry_delay(exc.retry_after, RETRY_AFTER_CAP) or 0.0)
                 else:
                     loop.latest = response
                     if response.status in TERMINAL_STATUSES:
