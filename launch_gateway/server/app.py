@@ -335,7 +335,7 @@ class GatewayServer:
         # with UNAVAILABLE. Calls in flight, streams too, get the grace period; streams still open a little
         # before it runs out end with UNAVAILABLE, so that every call gets a status, and grpc-core cuts
         # only what still has not finished.
-        self.drain.draining = True
+        self.drain.begin()  # waits answer their last status now; unary calls and streams go on
         stopped = asyncio.ensure_future(server.stop(grace))
         margin = min(1.0, grace / 4)
         await self.drain.wait_until_idle(max(grace - margin, 0.0))

@@ -313,8 +313,9 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         if requested is not None:
             wait = min(wait, requested)
         remaining = context.time_remaining()
-        if remaining is not None:
-            wait = min(wait, self._usable(remaining))
+        deadline = None if remaining is None else self._usable(remaining)
+        if deadline is not None:
+            wait = min(wait, deadline)
         async with self._admit(context, self._timeouts.poll, task_id=request.task_id) as scope:
             assert scope.task is not None
             self.telemetry.metrics.waits.inc()
@@ -326,6 +327,8 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                 f"{scope.caller.name}/{scope.credential.scope}/{upstream_id}",
                 lambda: self._poll(request.task_id, upstream_id, poll_call),
                 wait,
+                deadline=deadline,
+                ending=self.drain.ending,
             )
             self.telemetry.metrics.wait_seconds.observe(self._clock.now() - started)
         return pb.WaitAsyncTaskResponse(response=raise_for_capacity(response, scope.task.endpoint))

@@ -134,8 +134,10 @@ class Drain:
     """The RPCs in flight, so that a shutdown can refuse new ones and end the open ones cleanly.
 
     While draining, new RPCs are refused with UNAVAILABLE (clients retry that on another replica),
-    unary calls in flight run to their end, and open streams are ended with UNAVAILABLE when the
-    grace period is nearly over, so that every call gets a status rather than a cut connection.
+    unary calls in flight run to their end, waits answer the last status they have seen at once (`ending`:
+    WaitAsyncTask's answer when its time runs out, and it may last up to `timeouts.max_wait`), and open
+    streams are ended with UNAVAILABLE when the grace period is nearly over, so that every call gets a
+    status rather than a cut connection.
     """
 
     def __init__(self, clock: Clock) -> None:
@@ -144,6 +146,12 @@ class Drain:
         self.unary: set[asyncio.Task[Any]] = set()
         self.streams: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Event()
+        self.ending = asyncio.Event()  # set when the drain begins: waits end then
+
+    def begin(self) -> None:
+        """Refuse new RPCs from now on, and end the waits in flight with their last status."""
+        self.draining = True
+        self.ending.set()
 
     def enter(self, task: asyncio.Task[Any] | None, stream: bool) -> None:
         if task is not None:

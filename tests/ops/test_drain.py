@@ -3,6 +3,7 @@ status, exit 0."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
@@ -68,3 +69,27 @@ async def test_sigterm_drains_without_dropping_a_call(tmp_path: Path, serve_proc
         assert "shutting down" in final[1]
         assert events > 1
         assert await served.exit_code() == 0
+
+
+async def test_sigterm_answers_a_wait_with_its_last_status_at_once(tmp_path: Path, serve_process: ServeFactory) -> None:
+    """A wait may last `timeouts.max_wait` (900 s): the drain answers it what a wait whose time ran out
+    answers, the last status, rather than holding the whole grace period and then cutting it."""
+    config = tmp_path / "gateway.toml"
+    config.write_text("[server]\nport = 0\ngrace_period = 120.0\n[metrics]\nport = 0\n[auth]\nopen = true\n")
+    async with LocalLaunchServer() as launch:
+        served = await serve_process("--config", str(config), "--upstream", launch.url)
+        async with grpc.aio.insecure_channel(served.address) as channel:
+            stub = pb_grpc.EndpointServiceStub(channel)
+            never = pb.EndpointRequest(args_json='{"delay": 3600}')
+            task = await stub.SubmitAsync(pb.SubmitAsyncRequest(endpoint_name="echo-async", request=never), timeout=10)
+            polls = len(launch.records)
+            wait = stub.WaitAsyncTask(pb.WaitAsyncTaskRequest(task_id=task.task_id), timeout=600)
+            await wait_for(
+                lambda: any(r.path.startswith("/v1/async-tasks/") for r in launch.records[polls:]),
+                within=10,
+                what="the wait to poll",
+            )
+            served.send_signal(signal.SIGTERM)
+            reply = await asyncio.wait_for(wait, 30)  # the grace period is 120 s
+        assert reply.response.status in {pb.TASK_STATUS_PENDING, pb.TASK_STATUS_STARTED}
+        assert await served.exit_code(within=30) == 0

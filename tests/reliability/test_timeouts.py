@@ -13,6 +13,7 @@ from aiohttp import web
 
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import RawUpstream, StackFactory, upstream_calls
+from tests.ops.conftest import http_get, samples
 
 REQUEST = pb.EndpointRequest(args_json="{}")
 SLEEPER = pb.PredictRequest(endpoint_name="sleep", request=pb.EndpointRequest(args_json='{"seconds": 30}'))
@@ -96,3 +97,21 @@ async def test_a_wait_without_timeout_or_deadline_ends_after_max_wait(make_stack
     wait = stack.stub.WaitAsyncTask(pb.WaitAsyncTaskRequest(task_id=task.task_id))  # no timeout, no deadline
     reply = await asyncio.wait_for(wait, 10)
     assert reply.response.status in {pb.TASK_STATUS_PENDING, pb.TASK_STATUS_STARTED}  # the last status, no error
+
+
+async def test_a_waits_first_look_ends_at_the_callers_deadline_with_the_gateways_own_status(
+    make_stack: StackFactory, raw_upstream: RawUpstream
+) -> None:
+    stack = await make_stack(settings={"upstream": {"url": await raw_upstream(hang)}, "timeouts": LONG})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # the first poll of t-1 never answers
+        await stack.stub.WaitAsyncTask(pb.WaitAsyncTaskRequest(task_id="t-1"), timeout=2)
+    # The gateway's answer within the deadline, not grpc-core's bare "Deadline Exceeded" after poll's 30 s.
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "no poll of the task answered within the call's deadline" in (caught.value.details() or ""), (
+        caught.value.details()
+    )
+    _, scrape = await http_get(stack, "/metrics")
+    handled = samples(scrape, "grpc_server_handled_total")
+    waits = {series: n for series, n in handled.items() if 'grpc_method="WaitAsyncTask"' in series and n}
+    assert list(waits.values()) == [1.0], waits
+    assert 'grpc_code="DeadlineExceeded"' in next(iter(waits)), waits

@@ -9,17 +9,22 @@ A poll is a GET, so a poll that fails for a moment (`retries.is_transient`: thro
 500, unreachable, too slow) is simply taken again, after the backoff or the upstream's Retry-After,
 whichever is longer: a wait outlasts it, and ends in an error only when its time runs out before
 the upstream gave any answer. Any other failure ends the loop, and every waiter gets it.
+
+A wait's own time is the shorter of its timeout and the caller's deadline; at the drain (`ending`) it is
+over at once. Either way it answers the last status seen, and if no poll has ended yet it waits for the
+first one, but never past the caller's deadline: then it ends with UpstreamTimeout, naming the deadline,
+rather than with grpc-core's bare DEADLINE_EXCEEDED.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from launch_gateway.server.clock import Clock
-from launch_gateway.server.errors import GatewayError, bounded_retry_delay
+from launch_gateway.server.errors import GatewayError, UpstreamTimeout, bounded_retry_delay
 from launch_gateway.server.settings import PollSettings
 from launch_gateway.server.upstream.retries import is_transient
 from launch_gateway.server.upstream.translate import TERMINAL_STATUSES
@@ -55,36 +60,54 @@ class TaskWaits:
     def active_loops(self) -> int:
         return len(self._loops)
 
-    async def wait(self, key: str, poll: Poll, wait_seconds: float) -> pb.EndpointResponse:
-        """The task's terminal response, or the last one seen when `wait_seconds` pass first.
+    async def wait(
+        self,
+        key: str,
+        poll: Poll,
+        wait_seconds: float,
+        *,
+        deadline: float | None = None,
+        ending: asyncio.Event | None = None,
+    ) -> pb.EndpointResponse:
+        """The task's terminal response, or the last one seen when `wait_seconds` pass or `ending` is set.
 
         `key` identifies the task and who may see it; `poll` takes one look (it is used only if
         this call starts the loop). At least one look is awaited even when `wait_seconds` is tiny, so
-        the answer is always a status the upstream gave, or, when no poll got one, the last failure.
+        the answer is always a status the upstream gave, or, when no poll got one, the last failure;
+        but no longer than `deadline` (the seconds the caller's deadline leaves): UpstreamTimeout then.
         """
+        started = self._clock.now()
         loop = self._loops.get(key)
         if loop is None or loop.done.done():
             loop = _Loop(done=asyncio.get_running_loop().create_future())
             self._loops[key] = loop
             loop.task = asyncio.create_task(self._run(key, loop, poll))
         loop.waiters += 1
+        ended = asyncio.ensure_future(ending.wait()) if ending is not None else None
         try:
-            with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(asyncio.shield(loop.done), max(wait_seconds, 0.0))
+            until: list[asyncio.Future[Any]] = [loop.done] if ended is None else [loop.done, ended]
+            await asyncio.wait(until, timeout=max(wait_seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
+            if loop.done.done():
+                return loop.done.result()
             if not loop.looked.is_set():
-                # No poll has ended yet: wait for the first (bounded by the poll's own timeout).
+                # No poll has ended yet: wait for the first, within the poll's timeout and the caller's deadline.
                 looked: asyncio.Future[bool] = asyncio.ensure_future(loop.looked.wait())
+                left = None if deadline is None else max(deadline - (self._clock.now() - started), 0.0)
                 try:
-                    await asyncio.wait((looked, loop.done), return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait((looked, loop.done), timeout=left, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     looked.cancel()
                 if loop.done.done():
                     return loop.done.result()
+                if not loop.looked.is_set():
+                    raise UpstreamTimeout(f"no poll of the task answered within the call's deadline ({deadline:.3g} s)")
             if loop.latest is not None:
                 return loop.latest
             assert loop.error is not None
             raise loop.error  # the time ran out and every poll failed for a moment
         finally:
+            if ended is not None:
+                ended.cancel()
             loop.waiters -= 1
             if loop.waiters == 0 and not loop.done.done():
                 self._end(key, loop)
