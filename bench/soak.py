@@ -51,8 +51,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 from launch_gateway.server.access.tenants import hash_key
 from launch_gateway.server.app import GatewayServer
-from launch_gateway.server.errors import code_for_http_status
 from launch_gateway.server.settings import build_settings
+from launch_gateway.server.upstream.http_errors import code_for_http_status
 from launch_gateway.testing.local_launch import Faults, LocalLaunchServer, RequestRecord, parse_fault
 from launch_gateway.testing.local_launch.faults import retry_after_header
 from launch_gateway.v1 import endpoint_service_pb2 as pb

@@ -17,12 +17,13 @@ from launch_gateway.server.errors import (
     ResourceExhausted,
     bounded_message,
     bounded_retry_delay,
-    parse_retry_after,
+    field_key,
     shown,
 )
 from launch_gateway.server.headers import check_traceparent, check_tracestate, passed_through_headers
 from launch_gateway.server.upstream import endpoints
 from launch_gateway.server.upstream.endpoints import EndpointDirectory
+from launch_gateway.server.upstream.http_errors import parse_retry_after
 from launch_gateway.server.upstream.launch_api import UpstreamCall
 from launch_gateway.server.upstream.translate import MAX_JSON_DEPTH, is_upstream_task_id, nests_deeper
 from tests.fake_clock import FakeClock
@@ -134,6 +135,13 @@ def test_several_tracestate_values_are_one_list_and_a_second_traceparent_is_refu
 def test_shown_cuts_a_long_value_and_says_how_long_it_was() -> None:
     assert shown("abc") == "'abc'"
     assert shown("x" * 100, limit=4) == "'xxxx'... (100 characters)"
+    assert shown("x" * 100, limit=4, quote=False) == "xxxx... (100 characters)"  # the upstream's own words
+    assert shown("abc", quote=False) == "abc"
+
+
+def test_field_key_quotes_a_short_key_as_json_and_a_long_one_as_shown() -> None:
+    assert field_key('a "b"') == '"a \\"b\\""'
+    assert field_key("k" * 100) == shown("k" * 100)
 
 
 @pytest.mark.parametrize("message", ["x" * 100_000, "é" * 100_000, "\U0001f600" * 100_000])

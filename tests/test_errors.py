@@ -6,8 +6,6 @@ import grpc
 import pytest
 
 from launch_gateway.server.errors import (
-    HTTP_TO_GRPC,
-    UPSTREAM_ERRORS,
     Aborted,
     Cancelled,
     Code,
@@ -23,6 +21,10 @@ from launch_gateway.server.errors import (
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
+)
+from launch_gateway.server.upstream.http_errors import (
+    HTTP_TO_GRPC,
+    UPSTREAM_ERRORS,
     code_for_http_status,
     describe_error_body,
     error_from_http,

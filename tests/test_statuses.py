@@ -11,9 +11,9 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from launch_gateway.server import errors
 from launch_gateway.server.errors import Code, GatewayError, InvalidArgument, LimitExceeded, NotFound, ShuttingDown
 from launch_gateway.server.statuses import ERROR_DOMAIN, status_of
+from launch_gateway.server.upstream.http_errors import error_from_http
 from tests.docs import ROOT, read
 
 REASON = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*")
@@ -60,7 +60,7 @@ def test_a_raise_names_its_own_reason_and_metadata_and_an_upstream_status_joins_
     assert isinstance(retry, error_details_pb2.RetryInfo)
     assert (retry.retry_delay.seconds, retry.retry_delay.nanos) == (1, 500_000_000)
     assert ("retry-after", "2") in status_of(limited).trailing_metadata
-    upstream = errors.error_from_http("GET", "/v1/model-endpoints", 404, b"{}")
+    upstream = error_from_http("GET", "/v1/model-endpoints", 404, b"{}")
     info = unpacked(status_of(upstream))["ErrorInfo"]
     assert isinstance(info, error_details_pb2.ErrorInfo)
     assert (info.reason, dict(info.metadata)) == ("UPSTREAM_HTTP_ERROR", {"http_status": "404"})

@@ -1,5 +1,5 @@
-"""The gateway's expected failures, the one table from upstream HTTP status to gRPC code, and the
-one table from code to the class that carries it.
+"""The gateway's expected failures: every class, and the tree of them below. (The one table from
+upstream HTTP status to gRPC code, and from code to the class, is `upstream.http_errors`.)
 
 Everything a caller can be told is a `GatewayError`, carrying a gRPC code (its class's), a message
 and, for throttling, a retry delay. The service boundary turns it into the RPC's status; anything
@@ -39,7 +39,8 @@ else that escapes a handler is a bug and becomes INTERNAL there. Callers test th
     ConfigError (a ValueError)      the configuration has problems: not an RPC's failure but the process's
     ListenError (an OSError)        a port the settings name cannot be listened on (in use, or not this host's)
 
-Messages never carry caller input unbounded: whatever the caller sent goes in through `shown`, and
+Messages never carry caller input unbounded: whatever the caller sent (or the upstream said) goes in
+through `shown`, a map key in a field's path through `field_key`, and
 every message is capped at `MAX_MESSAGE_BYTES` where its error is made, so the boundary never sends
 a `grpc-message` (nor a status in the details trailer) that clients refuse for its size. Retry
 delays are bounded where every error is made (`bounded_retry_delay`), whatever their source.
@@ -59,7 +60,6 @@ import enum
 import json
 import math
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Literal
 
 ErrorClass = Literal["client", "policy", "upstream", "gateway"]  # whose doing an error is
@@ -69,11 +69,17 @@ MAX_MESSAGE_BYTES = 1024  # a status message's UTF-8 bytes; grpc-message and the
 SHOWN_CHARACTERS = 64  # of a caller's value quoted in a message
 
 
-def shown(value: str, limit: int = SHOWN_CHARACTERS) -> str:
-    """A caller's value as a message quotes it: repr, cut to `limit` characters with the full length said."""
-    if len(value) <= limit:
-        return repr(value)
-    return f"{value[:limit]!r}... ({len(value)} characters)"
+def shown(value: str, limit: int = SHOWN_CHARACTERS, *, quote: bool = True) -> str:
+    """A value as a message quotes it: cut to `limit` characters with the full length said; a caller's
+    value as its repr, the upstream's own words (`quote=False`) as they are."""
+    cut = value[:limit]
+    said = repr(cut) if quote else cut
+    return said if len(value) <= limit else f"{said}... ({len(value)} characters)"
+
+
+def field_key(name: str) -> str:
+    """A map key as a field path quotes it inside brackets: JSON's quoting, or `shown` when it is long."""
+    return json.dumps(name) if len(name) <= SHOWN_CHARACTERS else shown(name)
 
 
 def bounded_message(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
@@ -349,106 +355,3 @@ class ListenError(OSError):
         super().__init__(f"{setting}: cannot listen on {address} ({why})")
         self.setting = setting
         self.address = address
-
-
-# Upstream HTTP status -> gRPC code. Not grpc's own http-grpc-status-mapping.md, which is meant for
-# clients that got no grpc-status at all and sends 429 to UNAVAILABLE and 404 to UNIMPLEMENTED:
-# here the status comes from a model API whose 404 means "no such endpoint" and whose 429 means
-# "slow down", and clients retry UNAVAILABLE automatically.
-HTTP_TO_GRPC: Mapping[int, Code] = MappingProxyType(
-    {
-        400: Code.INVALID_ARGUMENT,  # Launch: "Invalid request: ..." (wrong kind is caught before the call)
-        401: Code.UNAUTHENTICATED,
-        403: Code.PERMISSION_DENIED,
-        404: Code.NOT_FOUND,  # Launch: the endpoint is unknown or not the caller's
-        408: Code.DEADLINE_EXCEEDED,  # Launch: the model did not answer a sync task in time
-        409: Code.ABORTED,
-        413: Code.RESOURCE_EXHAUSTED,  # the request is too large for the upstream
-        422: Code.INVALID_ARGUMENT,  # Launch's body validation (FastAPI)
-        429: Code.RESOURCE_EXHAUSTED,  # throttled: not UNAVAILABLE, which clients retry at once
-        499: Code.CANCELLED,
-        500: Code.INTERNAL,
-        501: Code.UNIMPLEMENTED,
-        502: Code.UNAVAILABLE,
-        503: Code.UNAVAILABLE,  # Launch: "Message broker temporarily unavailable. Please retry."
-        504: Code.DEADLINE_EXCEEDED,
-    }
-)
-
-# The class an upstream answer with each code becomes: exactly one per code that
-# `code_for_http_status` can give, so `error_from_http` needs no branches.
-UPSTREAM_ERRORS: Mapping[Code, type[GatewayError]] = MappingProxyType(
-    {
-        Code.CANCELLED: Cancelled,
-        Code.UNKNOWN: Unknown,
-        Code.INVALID_ARGUMENT: UpstreamRejected,
-        Code.DEADLINE_EXCEEDED: UpstreamTimeout,
-        Code.NOT_FOUND: NotFound,
-        Code.PERMISSION_DENIED: PermissionDenied,
-        Code.RESOURCE_EXHAUSTED: ResourceExhausted,  # 429's Retry-After travels as retry_after
-        Code.FAILED_PRECONDITION: FailedPrecondition,
-        Code.ABORTED: Aborted,
-        Code.UNIMPLEMENTED: Unimplemented,
-        Code.INTERNAL: Internal,  # the upstream's own failure, not one we could not read
-        Code.UNAVAILABLE: UpstreamUnavailable,
-        Code.UNAUTHENTICATED: Unauthenticated,
-    }
-)
-
-
-def code_for_http_status(status: int) -> Code:
-    """The gRPC code for an upstream HTTP error status: the table, then by class."""
-    if status in HTTP_TO_GRPC:
-        return HTTP_TO_GRPC[status]
-    if 500 <= status < 600:
-        return Code.INTERNAL
-    if 400 <= status < 500:
-        return Code.FAILED_PRECONDITION  # a client error the table does not name: not ours to retry
-    return Code.UNKNOWN  # 1xx or 3xx where a final answer was expected
-
-
-def describe_error_body(body: bytes, limit: int = 300) -> str:
-    """A short, readable account of an upstream error body.
-
-    Launch errors are `{"detail": "..."}`, validation errors `{"detail": [{"loc", "msg"}]}` and
-    throttling `{"error": "..."}`; anything else is shown as (trimmed) text.
-    """
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        text = body.decode("utf-8", "replace").strip()
-        return text[:limit] if text else "(empty body)"
-    if isinstance(parsed, dict):
-        detail = parsed.get("detail", parsed.get("error"))
-        if isinstance(detail, str):
-            return detail[:limit]
-        if isinstance(detail, list):
-            parts = []
-            for item in detail:
-                if isinstance(item, dict):
-                    loc = ".".join(str(p) for p in item.get("loc", ()))
-                    parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
-            if parts:
-                return "; ".join(parts)[:limit]
-    return json.dumps(parsed)[:limit]
-
-
-def error_from_http(
-    method: str, route: str, status: int, body: bytes, retry_after: float | None = None
-) -> GatewayError:
-    """The error for an upstream non-2xx answer, of the class for its code (`UPSTREAM_ERRORS`); the
-    message names the route and the status."""
-    message = f"upstream {method} {route} answered HTTP {status}: {describe_error_body(body)}"
-    return UPSTREAM_ERRORS[code_for_http_status(status)](message, retry_after=retry_after, http_status=status)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header given as delta-seconds, bounded (`bounded_retry_delay`); None
-    when absent, a date, negative or not finite."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return bounded_retry_delay(seconds)

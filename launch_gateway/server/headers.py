@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Iterable, Mapping
 
-from launch_gateway.server.errors import SHOWN_CHARACTERS, InvalidArgument, shown
+from launch_gateway.server.errors import InvalidArgument, field_key
 
 PASSED_THROUGH = ("x-request-id", "traceparent", "tracestate")
 MAX_API_KEY_LENGTH = 512  # characters of a caller's API key
@@ -176,7 +175,7 @@ def extra_headers_from(extra: Mapping[str, str]) -> dict[str, str]:
     headers: dict[str, str] = {}
     seen: set[str] = set()
     for name in sorted(extra):
-        field = f"request.extra_headers[{json.dumps(name) if len(name) <= SHOWN_CHARACTERS else shown(name)}]"
+        field = f"request.extra_headers[{field_key(name)}]"
         if not _TOKEN.fullmatch(name):
             raise InvalidArgument(
                 field, "not an HTTP header name (an RFC 9110 token: letters, digits and !#$%&'*+-.^_`|~)"

@@ -2,7 +2,7 @@
 
 Methods take bodies already encoded (`translate`) and return parsed JSON; every failure leaves as
 a `GatewayError`. aiohttp's exceptions are mapped to ours in exactly one place
-(`_transport_errors`), and non-2xx answers through the one HTTP table in `errors`.
+(`_transport_errors`), and non-2xx answers through the one HTTP table in `http_errors`.
 
 Every request's attempts go through the one retry loop (`launch_gateway.server.upstream.retries`:
 what is retried where safe, and what the circuit breaker counts). The breaker sees every attempt's
@@ -34,11 +34,10 @@ from launch_gateway.server.errors import (
     UpstreamTimeout,
     UpstreamTooLarge,
     UpstreamUnavailable,
-    error_from_http,
-    parse_retry_after,
 )
 from launch_gateway.server.settings import UpstreamSettings
 from launch_gateway.server.upstream.breaker import CircuitBreaker
+from launch_gateway.server.upstream.http_errors import error_from_http, parse_retry_after
 from launch_gateway.server.upstream.retries import Attempts, RetryPolicy
 from launch_gateway.server.upstream.shares import ConnectionShare
 from launch_gateway.server.upstream.sse import SSEParser

@@ -45,6 +45,7 @@ from launch_gateway.server.errors import (
     EndpointUnavailable,
     InvalidArgument,
     UpstreamProtocolError,
+    field_key,
     shown,
 )
 from launch_gateway.v1 import endpoint_service_pb2 as pb
@@ -166,12 +167,12 @@ def struct_to_python(struct: struct_pb2.Struct, path: str, depth: int = 1) -> di
 
 def _member(path: str, key: str) -> str:
     """`path.key`, or `path["key"]` when the key is not a plain name (empty, dotted, spaced...); a long key
-    is cut (`errors.shown`), and a path past `_MAX_PATH_CHARACTERS` grows no further."""
+    is cut (`errors.field_key`), and a path past `_MAX_PATH_CHARACTERS` grows no further."""
     if len(path) > _MAX_PATH_CHARACTERS:
         return path if path.endswith("...") else f"{path}..."
-    if len(key) > SHOWN_CHARACTERS:
-        return f"{path}[{shown(key)}]"
-    return f"{path}.{key}" if key.isidentifier() else f"{path}[{json.dumps(key)}]"
+    if key.isidentifier() and len(key) <= SHOWN_CHARACTERS:
+        return f"{path}.{key}"
+    return f"{path}[{field_key(key)}]"
 
 
 def _value_to_python(value: struct_pb2.Value, path: str, depth: int) -> Any:
@@ -374,8 +375,7 @@ def raise_for_capacity(response: pb.EndpointResponse, endpoint: str = "") -> pb.
     if error is None:
         return response
     said = response.traceback if response.HasField("traceback") else "(no traceback)"
-    if len(said) > MAX_TRACEBACK_SHOWN:
-        said = f"{said[:MAX_TRACEBACK_SHOWN]}... ({len(said)} characters)"
+    said = shown(said, MAX_TRACEBACK_SHOWN, quote=False)  # Launch's own words, bounded
     what = "is overloaded" if response.status_code == 429 else "has no healthy pods"
     subject = f"endpoint {shown(endpoint)}" if endpoint else "the endpoint"
     raise error(
