@@ -252,12 +252,18 @@ class GatewayServer:
     async def start(self) -> None:
         """Open the upstream session, listen, and start readiness checks, metrics and config watching.
 
-        If any step fails, what was started is stopped again before the error propagates.
+        If any step fails, what was started is stopped again, and what `__init__` made (the rate limiter's
+        client, the tracer) is closed, before the error propagates.
         """
         settings = self.settings
-        if not settings.metrics.multiprocess_dir:  # workers share their ports, and the parent has checked them
-            refuse_busy_port("server.port", settings.server.host, settings.server.port)
-        await self.api.start()
+        try:
+            if not settings.metrics.multiprocess_dir:  # workers share their ports, and the parent has checked them
+                refuse_busy_port("server.port", settings.server.host, settings.server.port)
+            await self.api.start()
+        except BaseException:
+            await self.api.close()
+            await self._close_clients()
+            raise
         server = grpc.aio.server(options=server_options(settings))
         try:
             lookups = HostLookups(
@@ -314,6 +320,7 @@ class GatewayServer:
             if self.ops is not None:
                 await self.ops.stop()
             await self.api.close()
+            await self._close_clients()
             raise
         self._watcher = asyncio.create_task(self.edges.watch(self._clock, settings.auth.reload_interval))
 
@@ -347,10 +354,14 @@ class GatewayServer:
             await self.ops.stop()
         await self.waits.close()
         await self.api.close()
+        await self._close_clients()
+        log.info("launch-gateway stopped")
+
+    async def _close_clients(self) -> None:
+        """Close the rate limiter (its Redis client) and the tracer, which `__init__` made."""
         await self.limiter.close()
         if self.tracing is not None:
             await self.tracing.close()  # the last spans are sent before stop returns
-        log.info("launch-gateway stopped")
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

@@ -19,11 +19,16 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 import yaml
 
-from launch_gateway.server.settings import MetricsSettings
+from launch_gateway.server.app import GatewayServer
+from launch_gateway.server.errors import ListenError
+from launch_gateway.server.limits.buckets import Rate
+from launch_gateway.server.settings import MetricsSettings, build_settings
 from launch_gateway.testing.local_launch import LocalLaunchServer
 from tests.conftest import LAUNCH_GATEWAY
+from tests.redis_server import RedisServer
 from tests.serving import ServeFactory, serve_env
 from tests.waiting import wait_for, wait_for_sync
 
@@ -153,3 +158,30 @@ async def test_the_default_metrics_port_is_not_prometheus_own(tmp_path: Path, se
 
             await wait_for(scraped, within=15, what="Prometheus (on 9090) to scrape the gateway", every=0.2)
             assert await served.stop() == 0
+
+
+async def test_a_start_refused_for_a_busy_port_closes_the_redis_limiter(redis_server: RedisServer) -> None:
+    """The limiter's Redis client (and the tracer) are made with the server; a start that fails closes them."""
+    async with aioredis.Redis.from_url(redis_server.url) as observer:
+
+        async def clients() -> int:
+            return len(await observer.client_list())
+
+        before = await clients()
+        with listener() as port:
+            values = {
+                "server": {"host": "127.0.0.1", "port": port},
+                "metrics": {"port": 0},
+                "upstream": {"url": "http://127.0.0.1:9"},
+                "limits": {"backend": "redis"},
+            }
+            gateway = GatewayServer(build_settings(values), env={"LAUNCH_GATEWAY_REDIS_URL": redis_server.url})
+            assert (await gateway.limiter.check("warm", Rate(per_second=1.0, burst=1))).allowed  # one connection
+            assert await clients() == before + 1
+            with pytest.raises(ListenError, match=r"server\.port"):
+                await gateway.start()
+
+        async def closed() -> bool:
+            return await clients() == before
+
+        await wait_for(closed, within=5, what="the limiter's Redis connection to be closed")
