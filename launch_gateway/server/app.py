@@ -20,7 +20,7 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,7 @@ from launch_gateway.client.health import LIVENESS
 from launch_gateway.server.access.credentials import credential_for_key
 from launch_gateway.server.access.lookups import HostLookups
 from launch_gateway.server.access.reload import EdgeSource
+from launch_gateway.server.access.tenants import Tenant
 from launch_gateway.server.admission import Gate
 from launch_gateway.server.clock import Clock, SystemClock
 from launch_gateway.server.errors import ListenError
@@ -105,10 +106,10 @@ def service_handlers(service: EndpointService) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)
 
 
-def endpoint_labels(settings: Settings) -> set[str]:
+def endpoint_labels(tenants: Iterable[Tenant], listed: Iterable[str]) -> frozenset[str]:
     """Endpoint names that get their own metrics label: the listed ones and tenants' exact names."""
-    exact = {name for t in settings.tenants for name in t.endpoints if not any(c in name for c in "*?[")}
-    return exact | set(settings.metrics.endpoints)
+    exact = {name for t in tenants for name in t.endpoints if not any(c in name for c in "*?[")}
+    return frozenset(exact | set(listed))
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -198,7 +199,10 @@ class GatewayServer:
         self.metrics = Metrics([*service_methods(), *standard], self._clock)
         self.tracing = tracing_from(settings)
         self.telemetry = Telemetry(
-            self.metrics, endpoint_labels(settings), access_log=settings.log.access, tracing=self.tracing
+            self.metrics,
+            endpoint_labels(settings.tenants, settings.metrics.endpoints),
+            access_log=settings.log.access,
+            tracing=self.tracing,
         )
         self.edges = EdgeSource(settings, self._env, config_path, on_reload=self._count_reload, overrides=overrides)
         self.metrics.tenants(self.edges().tenants.tenants)
@@ -239,7 +243,10 @@ class GatewayServer:
     def _count_reload(self, ok: bool) -> None:
         self.metrics.config_reloads.labels("ok" if ok else "refused").inc()
         if ok:
-            self.metrics.tenants(self.edges().tenants.tenants)
+            tenants = self.edges().tenants.tenants
+            self.metrics.tenants(tenants)
+            # A reload's tenants bring their endpoints' labels; `metrics.endpoints` itself needs a restart.
+            self.telemetry.endpoint_labels = endpoint_labels(tenants.values(), self.settings.metrics.endpoints)
 
     def _readiness_changed(self, ready: bool, reachable: bool) -> None:
         self.metrics.ready.set(int(ready))

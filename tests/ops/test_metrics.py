@@ -8,12 +8,14 @@ import contextlib
 import re
 import shutil
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from launch_gateway.server.access.tenants import hash_key
 from launch_gateway.server.observability.exposition import go_float
 from launch_gateway.testing.local_launch import Faults
 from launch_gateway.v1 import endpoint_service_pb2 as pb
@@ -264,3 +266,21 @@ async def test_tenant_usage_counts_calls_errors_by_class_upstream_time_and_strea
     assert upstream[usage("team-a", "echo")] > 0
     assert upstream[usage("team-a", "count")] >= 0.3  # a stream counts until its end, not until its headers
     assert samples(text, "gateway_tenant_stream_events_total")[usage("team-a", "count")] == 4
+
+
+async def test_a_tenant_added_by_a_reload_gets_its_endpoints_labels(make_stack: StackFactory, tmp_path: Path) -> None:
+    team_a = {"api_key_hashes": [hash_key(KEY_A)], "endpoints": ["echo"], "upstream_key_env": "TEAM_A_LAUNCH_KEY"}
+    config = tmp_path / "gateway.toml"
+    stack = await make_stack(
+        api_keys=[LAUNCH_KEY_A], settings={"tenants": {"team-a": team_a}}, gateway_env=ENV, config_path=str(config)
+    )
+    tenant = 'api_key_hashes = ["{}"]\nendpoints = ["{}"]\nupstream_key_env = "TEAM_A_LAUNCH_KEY"\n'
+    team_b = tenant.format(hash_key(KEY_B), "describe")
+    config.write_text(f"[tenants.team-a]\n{tenant.format(hash_key(KEY_A), 'echo')}[tenants.team-b]\n{team_b}")
+    assert stack.gateway.reload()
+    describe = pb.PredictRequest(endpoint_name="describe", request=pb.EndpointRequest(args_json="{}"))
+    await stack.stub.Predict(describe, timeout=10, metadata=bearer(KEY_B))
+    _, text = await http_get(stack, "/metrics")
+    calls = samples(text, "gateway_tenant_calls_total")
+    assert calls[usage("team-b", "describe")] == 1, calls  # was "other": the labels were those of the start
+    assert calls[usage("team-b", "other")] == 0
