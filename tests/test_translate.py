@@ -58,7 +58,11 @@ def test_args_json_is_passed_through_exactly() -> None:
         ({"url": ""}, "request.url", "must not be empty"),
         ({"url": "not a url"}, "request.url", "spaces"),
         ({"url": "relative/path"}, "request.url", "absolute URL"),
-        ({"args_json": "{}", "callback_url": "ftp://x/y"}, "request.callback_url", "scheme"),
+        ({"args_json": "{}", "callback_url": "ftp://x/y"}, "request.callback_url", "must be an absolute https://"),
+        # One reading in every mode (open mode too): what parsers could read differently is refused here.
+        ({"args_json": "{}", "callback_url": "https://a\\b.example/"}, "request.callback_url", "backslash"),
+        ({"args_json": "{}", "callback_url": "https://u@evil.example/"}, "request.callback_url", "'@'"),
+        ({"args_json": "{}", "callback_url": "https://" + "a" * 2048}, "request.callback_url", "longer than 2048"),
         (
             {"args_json": "{}", "callback_url": "https://x/y", "callback_auth_basic": {"password": "p"}},
             "request.callback_auth_basic.username",
@@ -77,6 +81,9 @@ def test_args_json_is_passed_through_exactly() -> None:
         "url-space",
         "relative-url",
         "callback-scheme",
+        "callback-backslash",
+        "callback-userinfo",
+        "callback-too-long",
         "basic-no-user",
         "mtls-no-key",
     ],

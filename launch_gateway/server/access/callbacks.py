@@ -9,6 +9,7 @@ reach what it cannot reach itself. The fence has three parts, all pure (the host
    hosts, numeric hosts (`2130706433`, `0x7f.1`) and more. `parse_callback_url` accepts only a
    strict subset on which every parser agrees, `http[s]://host[:port][/path][?query]` in plain ASCII,
    and refuses everything else with INVALID_ARGUMENT, so the host checked is the host Launch calls.
+   `translate.to_upstream_body` reads every callback URL with it, in open mode too.
 2. The tenant's policy: https unless it allows http, and one of its hosts (exact or glob), else
    PERMISSION_DENIED.
 3. No internal address (unless the tenant allows them): `internal_network` checks an address against
