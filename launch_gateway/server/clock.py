@@ -2,6 +2,13 @@
 
 `GatewayServer` makes one `SystemClock` (or takes the caller's) and hands it to every part, so a
 test drives all of the gateway's time through one object and never sleeps to see a limit recover.
+
+The Clock is the time of record: what is measured, stamped, compared with a deadline or slept
+between polls and retries. A bound on waiting for an *event* (a wait's result in `waits.TaskWaits`,
+a free pool slot in `upstream.shares`, a callback host lookup in `access.lookups`, calls going idle
+in `statuses.Drain`) is deliberately asyncio's own timeout on the loop clock: it only caps how long a
+coroutine blocks, an event normally ends it first, and a fake clock need not drive the loop's timers.
+A test of such a bound uses a short real bound, not a fake clock.
 """
 
 from __future__ import annotations
