@@ -263,6 +263,25 @@ async def unary(tally: Tally, rpc: str, call: Any) -> Any:
     return reply
 
 
+TERMINAL = (pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_FAILURE)
+MAX_ASKS = 5  # a wait that a draining replica answered early is asked again, as the SDK's future.get does
+
+
+async def wait_as_the_sdk_does(tally: Tally, stub: Any, md: Any, task_id: str) -> None:
+    """WaitAsyncTask until the task is terminal: a drain answers a wait with the last status it saw."""
+    for _ in range(MAX_ASKS):
+        wait = pb.WaitAsyncTaskRequest(task_id=task_id)
+        task = await unary(tally, "WaitAsyncTask", stub.WaitAsyncTask(wait, timeout=DEADLINE, metadata=md))
+        if task is None:
+            return
+        if task.response.status in TERMINAL:
+            if task.response.status != pb.TASK_STATUS_SUCCESS:
+                tally.record("WaitAsyncTask", pb.TaskStatus.Name(task.response.status))
+            return
+        tally.outcomes[f"WaitAsyncTask answered {pb.TaskStatus.Name(task.response.status)}, asked again"] += 1
+    tally.record("WaitAsyncTask", "NOT_TERMINAL", f"after {MAX_ASKS} asks")
+
+
 async def client_loop(number: int, target: str, stop: asyncio.Event, tally: Tally) -> None:
     chance = random.Random(number)
     chan, stub, md = channel(target, LOAD_KEY)
@@ -276,10 +295,7 @@ async def client_loop(number: int, target: str, stop: asyncio.Event, tally: Tall
                 request = pb.SubmitAsyncRequest(endpoint_name="echo-async", request=_args({"delay": 0.2}))
                 submitted = await unary(tally, "SubmitAsync", stub.SubmitAsync(request, timeout=DEADLINE, metadata=md))
                 if submitted is not None:
-                    wait = pb.WaitAsyncTaskRequest(task_id=submitted.task_id)
-                    task = await unary(tally, "WaitAsyncTask", stub.WaitAsyncTask(wait, timeout=DEADLINE, metadata=md))
-                    if task is not None and task.response.status != pb.TASK_STATUS_SUCCESS:
-                        tally.record("WaitAsyncTask", pb.TaskStatus.Name(task.response.status))
+                    await wait_as_the_sdk_does(tally, stub, md, submitted.task_id)
             else:
                 request = pb.StreamPredictRequest(endpoint_name="count", request=_args({"n": 10, "interval": 0.05}))
                 events = 0
