@@ -1,7 +1,8 @@
 """How the SDK dials the gateway: TLS or not, the API key as metadata, and the retry policy.
 
 Retries live in the channel's service config, so grpc-core does them with jittered backoff: only
-the calls that are safe to repeat (GetAsyncTask, WaitAsyncTask, GetEndpoint), only on UNAVAILABLE.
+the calls that are safe to repeat (GetAsyncTask, WaitAsyncTask, GetEndpoint, ListEndpoints), only on
+UNAVAILABLE.
 Predict, SubmitAsync and StreamPredict are never retried by the client: a repeated SubmitAsync could
 start the task twice.
 """
@@ -18,7 +19,7 @@ import grpc
 from launch_gateway.client.results import ResultForm, check_result_form
 
 SERVICE = "launch_gateway.v1.EndpointService"
-RETRIED_METHODS = ("GetAsyncTask", "WaitAsyncTask", "GetEndpoint")
+RETRIED_METHODS = ("GetAsyncTask", "WaitAsyncTask", "GetEndpoint", "ListEndpoints")
 
 SERVICE_CONFIG = json.dumps(
     {

@@ -82,7 +82,7 @@ class TimeoutSettings:
 
     sync: float = 300.0  # Predict
     submit: float = 30.0  # SubmitAsync
-    poll: float = 30.0  # one GetAsyncTask poll, and GetEndpoint
+    poll: float = 30.0  # one GetAsyncTask poll, GetEndpoint and ListEndpoints
     stream_idle: float = 60.0  # StreamPredict: longest quiet time between upstream reads (Launch pings every 15 s)
     max_wait: float = 900.0  # WaitAsyncTask with neither a timeout nor a deadline
     deadline_margin: float = 0.02  # kept back from the caller's deadline to answer in time

@@ -71,6 +71,10 @@ class FlakyService(pb_grpc.EndpointServiceServicer):
         kind = pb.ENDPOINT_KIND_SYNC
         return pb.GetEndpointResponse(endpoint=pb.Endpoint(id="e", name=request.endpoint_name, kind=kind))
 
+    async def ListEndpoints(self, request: pb.ListEndpointsRequest, context: Context) -> pb.ListEndpointsResponse:
+        await self._first_fails("ListEndpoints", context)
+        return pb.ListEndpointsResponse(endpoints=[pb.Endpoint(id="e", name="e", kind=pb.ENDPOINT_KIND_SYNC)])
+
 
 async def serve(
     service: pb_grpc.EndpointServiceServicer, credentials: grpc.ServerCredentials | None = None
@@ -92,6 +96,7 @@ async def test_only_safe_calls_are_retried_on_unavailable() -> None:
     def calls() -> dict[str, str]:
         outcomes = {}
         outcomes["GetEndpoint"] = type(client.get_model_endpoint("e")).__name__
+        outcomes["ListEndpoints"] = ",".join(type(e).__name__ for e in client.list_model_endpoints())
         future = AsyncEndpoint(endpoint, client)
         try:
             future.predict(EndpointRequest(args={}))
@@ -118,6 +123,7 @@ async def test_only_safe_calls_are_retried_on_unavailable() -> None:
         await server.stop(0)
     assert outcomes == {
         "GetEndpoint": "SyncEndpoint",
+        "ListEndpoints": "SyncEndpoint",
         "SubmitAsync": "UnavailableError",
         "WaitAsyncTask": "SUCCESS",
         "Predict": "UnavailableError",
@@ -125,6 +131,7 @@ async def test_only_safe_calls_are_retried_on_unavailable() -> None:
     }
     assert service.calls == {
         "GetEndpoint": 2,
+        "ListEndpoints": 2,
         "WaitAsyncTask": 2,
         "SubmitAsync": 1,
         "Predict": 1,

@@ -26,7 +26,7 @@ OPEN_MODE_DOCS = ("README.md", "docs/grpcurl.md")  # their commands call a gatew
 TENANT_DOC = "docs/tenants.md"
 DOC_ADDRESS = "localhost:50051"
 TASK_ID = "TASK_ID"
-RPCS = ("Predict", "SubmitAsync", "GetAsyncTask", "WaitAsyncTask", "StreamPredict", "GetEndpoint")
+RPCS = ("Predict", "SubmitAsync", "GetAsyncTask", "WaitAsyncTask", "StreamPredict", "GetEndpoint", "ListEndpoints")
 KINDS = {spec.name: f"ENDPOINT_KIND_{spec.kind.upper()}" for spec in builtin_endpoints()}
 
 
@@ -127,6 +127,12 @@ async def check_get_endpoint(stack: Stack, commands: dict[str, list[str]]) -> No
     assert endpoint["status"] == "READY"
 
 
+async def check_list_endpoints(stack: Stack, commands: dict[str, list[str]]) -> None:
+    (message,) = parse_messages(await run_doc_command(stack.gateway.address, commands["ListEndpoints"]))
+    listed = {endpoint["name"]: endpoint["kind"] for endpoint in message["endpoints"]}
+    assert listed == KINDS  # open mode: every endpoint of the local Launch server
+
+
 async def check_submit_async(stack: Stack, commands: dict[str, list[str]]) -> None:
     task_id = await submit_doc_task(stack, commands)
     task = await stack.stub.GetAsyncTask(pb.GetAsyncTaskRequest(task_id=task_id), timeout=10)
@@ -165,6 +171,7 @@ CHECKS: dict[str, Callable[[Stack, dict[str, list[str]]], Awaitable[None]]] = {
     "describe": check_describe,
     "Predict": check_predict,
     "GetEndpoint": check_get_endpoint,
+    "ListEndpoints": check_list_endpoints,
     "SubmitAsync": check_submit_async,
     "GetAsyncTask": check_get_async_task,
     "WaitAsyncTask": check_wait_async_task,
