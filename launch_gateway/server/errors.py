@@ -17,7 +17,9 @@ else that escapes a handler is a bug and becomes INTERNAL there. Callers test th
     ├── PermissionDenied            PERMISSION_DENIED: the tenant may not call this endpoint
     │   └── CallbackRefused         the callback URL breaks the tenant's policy
     ├── ResourceExhausted           RESOURCE_EXHAUSTED: too much or too often; `retry_after` says when to retry
-    │   ├── LimitExceeded           a tenant's rate limit or concurrency cap
+    │   ├── LimitExceeded           a tenant's rate limit, concurrency cap or callback host lookups in flight
+    │   │                           (CALLBACK_LOOKUPS_BUSY), or the rate limiter down and failing closed
+    │   │                           (RATE_LIMITER_UNAVAILABLE)
     │   ├── UpstreamTooLarge        the upstream's answer is past upstream.max_body_bytes
     │   └── EndpointOverloaded      Launch's FAILURE with status_code 429: the endpoint's pods are busy
     ├── FailedPrecondition          FAILED_PRECONDITION: an upstream client error the table does not name

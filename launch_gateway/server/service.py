@@ -1,8 +1,11 @@
-"""The EndpointService servicer: each RPC resolves its endpoint, translates, and calls one route.
+"""The EndpointService servicer: one method per RPC, each translating and calling one route.
 
-Data flows one way: servicer -> translate -> upstream, and back. The servicer decides what the
-RPCs mean (which endpoint kinds each accepts, how long a call may take, when a cached endpoint is
-stale); `translate` shapes bodies and `upstream` speaks HTTP.
+Predict, SubmitAsync, StreamPredict and GetEndpoint resolve their endpoint by name first;
+GetAsyncTask and WaitAsyncTask look a task up by its id (the signed handle names the endpoint
+the tenant's checks use), and ListEndpoints lists what the caller may call. Data flows one way:
+servicer -> translate -> upstream, and back. The servicer decides what the RPCs mean (which
+endpoint kinds each accepts, how long a call may take, when a cached endpoint is stale);
+`translate` shapes bodies and `upstream.launch_api` speaks HTTP.
 """
 
 from __future__ import annotations
