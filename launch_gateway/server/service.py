@@ -226,7 +226,8 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         """Send the initial metadata (request id, rate-limit headers) and set up the upstream requests."""
         await context.send_initial_metadata((("x-request-id", record.request_id), *admission.headers))
         headers = {**passed_through_headers(metadata), "x-request-id": record.request_id}
-        return UpstreamCall(caller.credential.authorization, self._budget(context, default_timeout), headers)
+        budget = self._budget(context, default_timeout)
+        return UpstreamCall(caller.credential.authorization, budget, headers, own_timeout=budget >= default_timeout)
 
     async def _on_endpoint(
         self,

@@ -168,6 +168,33 @@ async def test_the_breaker_opens_after_requests_the_upstream_never_answers(
     assert hits["/v1/sync-tasks"] == 2
 
 
+async def test_callers_in_a_hurry_do_not_open_the_breaker_for_everyone(
+    make_stack: StackFactory, raw_upstream: RawUpstream
+) -> None:
+    """A deadline shorter than the model takes ends that call, and says nothing about the upstream."""
+    slow = asyncio.Event()  # set: answer after a while, as a slow model does
+
+    async def slow_model(request: web.Request) -> web.StreamResponse:
+        if request.path == "/v1/model-endpoints":
+            name = request.query.get("name")
+            return web.json_response({"model_endpoints": [e for e in (ENDPOINT,) if e["name"] == name]})
+        if slow.is_set():
+            await asyncio.sleep(3600)
+        return web.json_response({"status": "SUCCESS", "result": {"result": "1"}})
+
+    url = await raw_upstream(slow_model)
+    settings = {"upstream": {"url": url, "breaker_failures": 2, "breaker_cooldown": 60}, "timeouts": {"sync": 60}}
+    stack = await make_stack(settings=settings)
+    slow.set()
+    for _ in range(4):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stack.stub.Predict(ECHO, timeout=0.3)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    slow.clear()
+    reply = await stack.stub.Predict(ECHO, timeout=10)  # the breaker stayed closed
+    assert reply.response.status == pb.TASK_STATUS_SUCCESS
+
+
 async def test_an_open_breaker_says_when_to_retry_and_one_probe_closes_it(
     make_stack: StackFactory, raw_upstream: RawUpstream
 ) -> None:

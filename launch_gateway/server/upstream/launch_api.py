@@ -57,6 +57,9 @@ class UpstreamCall:
     authorization: str | None  # the full Authorization header, or None to send none
     timeout: float  # seconds for the whole request (for streams: the idle time between events)
     headers: Mapping[str, str] = field(default_factory=dict)
+    # False when the caller's deadline cut `timeout` short of the gateway's own: running out of it then
+    # says the caller was in a hurry, not that the upstream is down, so the breaker does not count it.
+    own_timeout: bool = True
 
     def request_headers(self, base: Mapping[str, str]) -> dict[str, str]:
         headers = {**base, **self.headers}
@@ -271,7 +274,7 @@ class LaunchAPI:
             except ValueError as exc:
                 raise UpstreamProtocolError(f"{where} answered invalid JSON ({content_type}): {exc}") from exc
 
-        return await self._attempts.run(call.timeout, idempotent, send)
+        return await self._attempts.run(call.timeout, idempotent, send, count_timeouts=call.own_timeout)
 
     async def probe(self, within: float, authorization: str | None = None) -> bool:
         """Whether the upstream answers HTTP at all (below 500): readiness, not correctness."""
@@ -348,7 +351,7 @@ class LaunchAPI:
 
         # The share is held for the stream's life: it is what bounds open streams, and a full one is no failure.
         async with self._streams.slot(self._connect_timeout, f"upstream POST {route}"):
-            response = await self._attempts.run(call.timeout, False, send)
+            response = await self._attempts.run(call.timeout, False, send, count_timeouts=call.own_timeout)
             with _transport_errors("POST", route, call.timeout):
                 async with response:
                     if response.content_type != "text/event-stream":

@@ -94,8 +94,19 @@ class Attempts:
         self._clock = clock
         self._rng = rng
 
-    async def run(self, budget: float, idempotent: bool, send: Callable[[float, int], Awaitable[T]]) -> T:
-        """`send(budget left, attempt)`, repeated as `may_retry` allows within `budget` seconds in all."""
+    async def run(
+        self,
+        budget: float,
+        idempotent: bool,
+        send: Callable[[float, int], Awaitable[T]],
+        *,
+        count_timeouts: bool = True,
+    ) -> T:
+        """`send(budget left, attempt)`, repeated as `may_retry` allows within `budget` seconds in all.
+
+        `count_timeouts=False` (the caller's deadline set the budget): running out of time is no verdict
+        on the upstream, so the breaker neither counts it as a failure nor as a success.
+        """
         deadline = self._clock.now() + budget
         attempt = 0
         while True:
@@ -106,7 +117,9 @@ class Attempts:
                 self.breaker.abandoned()  # our own limit, no verdict on the upstream; waiting again would not help
                 raise
             except GatewayError as exc:
-                if is_upstream_failure(exc):
+                if isinstance(exc, UpstreamTimeout) and exc.http_status is None and not count_timeouts:
+                    self.breaker.abandoned()
+                elif is_upstream_failure(exc):
                     self.breaker.failed()
                 else:
                     self.breaker.succeeded()
