@@ -142,15 +142,17 @@ class Drain:
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self.draining = False
         self.unary: set[asyncio.Task[Any]] = set()
         self.streams: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Event()
         self.ending = asyncio.Event()  # set when the drain begins: waits end then
 
+    @property
+    def draining(self) -> bool:
+        return self.ending.is_set()
+
     def begin(self) -> None:
         """Refuse new RPCs from now on, and end the waits in flight with their last status."""
-        self.draining = True
         self.ending.set()
 
     def enter(self, task: asyncio.Task[Any] | None, stream: bool) -> None:
@@ -163,10 +165,10 @@ class Drain:
             self.streams.discard(task)
             self._changed.set()
 
-    async def wait_until_idle(self, within: float, streams: bool = True) -> bool:
-        """Wait until no unary call (and, with `streams`, no stream) is in flight; False on timeout."""
+    async def wait_until_idle(self, within: float) -> bool:
+        """Wait until no call is in flight; False on timeout."""
         deadline = self._clock.now() + within
-        while self.unary or (streams and self.streams):
+        while self.unary or self.streams:
             self._changed.clear()
             remaining = deadline - self._clock.now()
             if remaining <= 0:
@@ -177,12 +179,10 @@ class Drain:
                 return False
         return True
 
-    def end_streams(self) -> int:
-        """Cancel every open stream; each ends with UNAVAILABLE ("shutting down"). Returns how many."""
-        self.draining = True
+    def end_streams(self) -> None:
+        """Cancel every open stream; each ends with UNAVAILABLE ("shutting down")."""
         for task in list(self.streams):
             task.cancel("drain")
-        return len(self.streams)
 
 
 class Observed(Protocol):

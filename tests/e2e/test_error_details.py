@@ -125,7 +125,7 @@ def submit_with_callback(url: str) -> Callable[[Stack], Awaitable[Any]]:
 
 
 async def predict_while_draining(stack: Stack) -> None:
-    stack.gateway.drain.draining = True  # what stop() sets first
+    stack.gateway.drain.begin()  # what stop() does first
     await stack.stub.Predict(ECHO, timeout=10, metadata=A)
 
 
