@@ -12,8 +12,9 @@ and no concurrency kind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -76,14 +77,21 @@ class _CountingContext:
         return getattr(self._context, name)
 
 
-def _finish(meter: RpcMeter, context: grpc.aio.ServicerContext[Any, Any], outcome: BaseException | None) -> None:
-    if outcome is None:
-        meter.finish(_code_of(context))
-    elif isinstance(outcome, (asyncio.CancelledError, GeneratorExit)):  # the caller left
+@contextlib.contextmanager
+def _measuring(metrics: Metrics, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[RpcMeter]:
+    """One call's meter, finished with the call's code however the body ends."""
+    meter = metrics.rpc(method, None)
+    try:
+        yield meter
+    except (asyncio.CancelledError, GeneratorExit):  # the caller left
         meter.finish(Code.CANCELLED)
-    else:  # an abort has set its code; anything else is what grpc answers an unexpected error with
+        raise
+    except BaseException:  # an abort has set its code; anything else is what grpc answers an unexpected error with
         code = _code_of(context)
         meter.finish(code if code is not Code.OK else Code.UNKNOWN)
+        raise
+    else:
+        meter.finish(_code_of(context))
 
 
 def _unary_request(behaviour: Callable[..., Any], method: str, metrics: Metrics) -> Callable[..., Any]:
@@ -91,35 +99,21 @@ def _unary_request(behaviour: Callable[..., Any], method: str, metrics: Metrics)
     if inspect.isasyncgenfunction(behaviour):
 
         async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            meter = metrics.rpc(method, None)
-            outcome: BaseException | None = None
-            try:
+            with _measuring(metrics, method, context) as meter:
                 async for message in behaviour(request, context):
                     yield message
                     meter.sent()
-            except BaseException as exc:
-                outcome = exc
-                raise
-            finally:
-                _finish(meter, context, outcome)
 
         return stream
 
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        meter = metrics.rpc(method, None)
-        outcome: BaseException | None = None
-        try:
+        with _measuring(metrics, method, context) as meter:
             response = behaviour(request, _CountingContext(context, meter))
             if inspect.isawaitable(response):  # a servicer's own methods are coroutines, the base class's not
                 response = await response
             if response is not None:
                 meter.sent()
             return response
-        except BaseException as exc:
-            outcome = exc
-            raise
-        finally:
-            _finish(meter, context, outcome)
 
     return call
 
@@ -128,22 +122,15 @@ def _streamed(behaviour: Callable[..., Any], method: str, metrics: Metrics) -> C
     """Client- and bidi-streaming methods (reflection): every request and answer message counted."""
 
     async def stream(requests: AsyncIterable[Any], context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        meter = metrics.rpc(method, None)
+        with _measuring(metrics, method, context) as meter:
 
-        async def counted() -> AsyncIterator[Any]:
-            async for request in requests:
-                meter.received()
-                yield request
+            async def counted() -> AsyncIterator[Any]:
+                async for request in requests:
+                    meter.received()
+                    yield request
 
-        outcome: BaseException | None = None
-        try:
             async for message in behaviour(counted(), context):
                 yield message
                 meter.sent()
-        except BaseException as exc:
-            outcome = exc
-            raise
-        finally:
-            _finish(meter, context, outcome)
 
     return stream
