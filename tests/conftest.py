@@ -132,6 +132,15 @@ async def raw_upstream() -> AsyncIterator[RawUpstream]:
         await runner.cleanup()
 
 
+def answer_lookup(request: web.Request, *records: dict[str, Any]) -> web.Response | None:
+    """A raw upstream's answer to the gateway's endpoint lookup (by name, or none for all), as a Launch
+    that has `records` gives it; None when `request` is not a lookup, for the handler to answer."""
+    if request.path != "/v1/model-endpoints":
+        return None
+    name = request.query.get("name")
+    return web.json_response({"model_endpoints": [r for r in records if name in (None, r["name"])]})
+
+
 async def collect(call: AsyncIterator[Any], into: list[Any]) -> None:
     """Read a server stream into `into`; a failure still leaves the messages that came before it."""
     async for message in call:

@@ -25,7 +25,7 @@ from launch_gateway import (
     SyncEndpoint,
 )
 from launch_gateway.testing.local_launch import Faults
-from tests.conftest import Endless, RawUpstream, Stack, StackFactory
+from tests.conftest import Endless, RawUpstream, Stack, StackFactory, answer_lookup
 from tests.edge.conftest import ENV, KEY_A, LAUNCH_KEY_A, tenants
 
 
@@ -220,9 +220,9 @@ async def test_an_undefined_task_makes_get_raise_value_error(
     make_stack: StackFactory, raw_upstream: RawUpstream
 ) -> None:
     async def odd_status(request: web.Request) -> web.Response:
-        if request.path == "/v1/model-endpoints":
-            found = [{"id": "end_1", "name": "later", "endpoint_type": "async", "status": "READY"}]
-            return web.json_response({"model_endpoints": found if request.query.get("name") == "later" else []})
+        later = {"id": "end_1", "name": "later", "endpoint_type": "async", "status": "READY"}
+        if (lookup := answer_lookup(request, later)) is not None:
+            return lookup
         if request.path == "/v1/async-tasks":
             return web.json_response({"task_id": "task-1"})
         return web.json_response({"task_id": "task-1", "status": "LOST_IN_SPACE"})  # a status nobody knows

@@ -21,7 +21,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from launch_gateway.v1 import endpoint_service_pb2 as pb
-from tests.conftest import RawUpstream, Stack, StackFactory, collect, upstream_calls
+from tests.conftest import RawUpstream, Stack, StackFactory, answer_lookup, collect, upstream_calls
 from tests.edge.conftest import ENV, KEY_A, KEY_B, LAUNCH_KEY_A, bearer, tenants
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,10 +53,8 @@ def launch_like(task: Callable[[web.Request], Awaitable[web.StreamResponse]]) ->
     """An upstream with one endpoint per kind (named by its kind) whose task routes `task` answers."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        if request.path == "/v1/model-endpoints":
-            name = request.query.get("name")
-            records = [record("sync"), record("async"), record("streaming")]
-            return web.json_response({"model_endpoints": [r for r in records if name in (None, r["name"])]})
+        if (lookup := answer_lookup(request, record("sync"), record("async"), record("streaming"))) is not None:
+            return lookup
         return await task(request)
 
     return handle

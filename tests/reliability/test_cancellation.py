@@ -17,7 +17,7 @@ from google.protobuf import duration_pb2
 
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
-from tests.conftest import RawUpstream, Stack, StackFactory
+from tests.conftest import RawUpstream, Stack, StackFactory, answer_lookup
 from tests.ops.conftest import http_get, samples
 from tests.waiting import wait_for
 
@@ -117,9 +117,8 @@ class OneThenLarge:
         self.closed = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        name = request.query.get("name", "")
-        if request.path == "/v1/model-endpoints":
-            return web.json_response({"model_endpoints": [RECORDS[name]] if name in RECORDS else []})
+        if (lookup := answer_lookup(request, *RECORDS.values())) is not None:
+            return lookup
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         try:

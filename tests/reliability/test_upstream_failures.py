@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 from launch_gateway.server.statuses import ERROR_DOMAIN
 from launch_gateway.testing.local_launch import Faults
 from launch_gateway.v1 import endpoint_service_pb2 as pb
-from tests.conftest import RawUpstream, StackFactory, collect
+from tests.conftest import RawUpstream, StackFactory, answer_lookup, collect
 from tests.fake_clock import OffsetClock
 from tests.ops.conftest import http_get
 
@@ -39,9 +39,8 @@ class Script:
         if key.startswith("v1_async_tasks_"):
             key = "v1_async_task"
         self.hits[key] += 1
-        if key == "v1_model_endpoints" and key not in self.routes:
-            name = request.query.get("name")
-            return web.json_response({"model_endpoints": [e for e in (ENDPOINT, ASYNC) if e["name"] == name]})
+        if key not in self.routes and (lookup := answer_lookup(request, ENDPOINT, ASYNC)) is not None:
+            return lookup
         answers = self.routes[key]
         answer = answers[min(self.hits[key] - 1, len(answers) - 1)]
         if isinstance(answer, str):
@@ -147,9 +146,8 @@ async def test_the_breaker_opens_after_requests_the_upstream_never_answers(
     hits: Counter[str] = Counter()
 
     async def accepts_and_never_answers(request: web.Request) -> web.StreamResponse:
-        if request.path == "/v1/model-endpoints":
-            name = request.query.get("name")
-            return web.json_response({"model_endpoints": [e for e in (ENDPOINT,) if e["name"] == name]})
+        if (lookup := answer_lookup(request, ENDPOINT)) is not None:
+            return lookup
         hits[request.path] += 1
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
@@ -175,9 +173,8 @@ async def test_callers_in_a_hurry_do_not_open_the_breaker_for_everyone(
     slow = asyncio.Event()  # set: answer after a while, as a slow model does
 
     async def slow_model(request: web.Request) -> web.StreamResponse:
-        if request.path == "/v1/model-endpoints":
-            name = request.query.get("name")
-            return web.json_response({"model_endpoints": [e for e in (ENDPOINT,) if e["name"] == name]})
+        if (lookup := answer_lookup(request, ENDPOINT)) is not None:
+            return lookup
         if slow.is_set():
             await asyncio.sleep(3600)
         return web.json_response({"status": "SUCCESS", "result": {"result": "1"}})
@@ -259,10 +256,11 @@ async def test_unknown_upstream_status_strings_are_undefined(
 
 
 async def test_a_quiet_stream_ends_with_deadline_exceeded(make_stack: StackFactory, raw_upstream: RawUpstream) -> None:
+    record = {"id": "s", "name": "quiet", "endpoint_type": "streaming", "status": "READY"}
+
     async def quiet(request: web.Request) -> web.StreamResponse:
-        if request.path == "/v1/model-endpoints":
-            record = {"id": "s", "name": "quiet", "endpoint_type": "streaming", "status": "READY"}
-            return web.json_response({"model_endpoints": [record]})
+        if (lookup := answer_lookup(request, record)) is not None:
+            return lookup
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(b'data: {"status": "SUCCESS", "result": {"result": 1}}\r\n\r\n')
@@ -292,10 +290,11 @@ async def test_a_quiet_stream_ends_with_deadline_exceeded(make_stack: StackFacto
 async def test_a_broken_stream_keeps_what_was_relayed_then_ends_precisely(
     make_stack: StackFactory, raw_upstream: RawUpstream, body: bytes, code: grpc.StatusCode, message: str
 ) -> None:
+    record = {"id": "s", "name": "broken", "endpoint_type": "streaming", "status": "READY"}
+
     async def broken(request: web.Request) -> web.StreamResponse:
-        if request.path == "/v1/model-endpoints":
-            record = {"id": "s", "name": "broken", "endpoint_type": "streaming", "status": "READY"}
-            return web.json_response({"model_endpoints": [record]})
+        if (lookup := answer_lookup(request, record)) is not None:
+            return lookup
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(b'data: {"status": "SUCCESS", "result": {"result": 1}}\r\n\r\n' + body)
