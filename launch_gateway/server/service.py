@@ -178,7 +178,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         edge = self._edges()
         record = current_call()
         assert record is not None, "every RPC runs inside its boundary, which opens the record"
-        metadata = context.invocation_metadata()
+        metadata = record.metadata  # read once, by the boundary
         caller = self._identify(edge, metadata, context, record)
         task = self._task(edge, caller, task_id) if task_id is not None else None
         endpoint = None if listing else self._authorize(caller, _target(endpoint, task), record)

@@ -212,6 +212,7 @@ async def _guarded(
     ends however it ends, and every failure turned into its status. The one mechanism for every kind."""
     metadata = context.invocation_metadata()
     record = svc.telemetry.begin(method, kind, metadata_value(metadata, "x-request-id"))
+    record.metadata = metadata
     tracing = svc.telemetry.tracing
     span = tracing.server_span(method, metadata) if tracing is not None else None  # None: tracing is off
     task = asyncio.current_task()

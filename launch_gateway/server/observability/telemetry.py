@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from launch_gateway.server.errors import Code, ErrorClass
-from launch_gateway.server.headers import usable_request_id
+from launch_gateway.server.headers import Metadata, usable_request_id
 from launch_gateway.server.limits.concurrency import Kind
 from launch_gateway.server.observability.logs import ACCESS
 from launch_gateway.server.observability.metrics import GRPC_CODE_NAMES, OTHER, Metrics, RpcMeter, TenantUsage
@@ -53,6 +53,8 @@ class CallRecord:
     identified: bool = False  # the caller is known (a tenant, or open mode): its usage is counted
     error_class: ErrorClass | None = None  # of the error the call ended with, as the boundary saw it
     upstream_answered: float | None = None  # when (seconds into the call) the last upstream answer came
+    # The call's metadata as the boundary read it: grpc.aio builds a new tuple on every invocation_metadata().
+    metadata: Metadata | None = field(default=None, repr=False)
     token: contextvars.Token[CallRecord | None] | None = field(default=None, repr=False)
 
     def usage(self) -> TenantUsage | None:
