@@ -212,10 +212,10 @@ class GatewayServer:
         self.directory = EndpointDirectory(
             self.api, self._clock, settings.upstream.endpoint_cache_ttl, on_lookup=self.telemetry.endpoint_lookup
         )
-        self.waits = TaskWaits(self._clock, settings.poll, on_poll=self.telemetry.wait_poll)
         self.limiter = rate_limiter(settings, self._env, self._clock)
         self.concurrency = ConcurrencyLimiter()
         self.drain = Drain(self._clock)
+        self.waits = TaskWaits(self._clock, settings.poll, on_poll=self.telemetry.wait_poll, ending=self.drain.ending)
         self.health = HealthServicer()
         probe_key = credential_for_key(self._env.get(settings.upstream.api_key_env)).authorization
         self.readiness = Readiness(

@@ -332,7 +332,6 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                 lambda: self._poll(request.task_id, upstream_id, poll_call),
                 wait,
                 deadline=deadline,
-                ending=self.drain.ending,
             )
             self.telemetry.metrics.wait_seconds.observe(self._clock.now() - started)
         return pb.WaitAsyncTaskResponse(response=raise_for_capacity(response, scope.task.endpoint))

@@ -10,10 +10,10 @@ A poll is a GET, so a poll that fails for a moment (`retries.is_transient`: thro
 whichever is longer: a wait outlasts it, and ends in an error only when its time runs out before
 the upstream gave any answer. Any other failure ends the loop, and every waiter gets it.
 
-A wait's own time is the shorter of its timeout and the caller's deadline; at the drain (`ending`) it is
-over at once. Either way it answers the last status seen, and if no poll has ended yet it waits for the
-first one, but never past the caller's deadline: then it ends with UpstreamTimeout, naming the deadline,
-rather than with grpc-core's bare DEADLINE_EXCEEDED.
+A wait's own time is the shorter of its timeout and the caller's deadline; at the drain (`ending`, one
+watcher for every waiter) it is over at once. Either way it answers the last status seen, and if no poll
+has ended yet it waits for the first one, but never past the caller's deadline: then it ends with
+UpstreamTimeout, naming the deadline, rather than with grpc-core's bare DEADLINE_EXCEEDED.
 """
 
 from __future__ import annotations
@@ -50,11 +50,26 @@ class _Loop:
 class TaskWaits:
     """Waits for async tasks, sharing one poll loop per key among all of its waiters."""
 
-    def __init__(self, clock: Clock, poll: PollSettings, on_poll: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        poll: PollSettings,
+        on_poll: Callable[[], None] | None = None,
+        ending: asyncio.Event | None = None,
+    ) -> None:
         self._clock = clock
         self._poll = poll
         self._loops: dict[str, _Loop] = {}
         self._on_poll = on_poll
+        self._ending = ending  # set at the drain: every wait answers its last status then
+        self._ended: asyncio.Task[Any] | None = None  # one watcher of `ending` for all waiters
+
+    def _ending_future(self) -> asyncio.Future[Any] | None:
+        if self._ending is None:
+            return None
+        if self._ended is None:
+            self._ended = asyncio.ensure_future(self._ending.wait())
+        return self._ended
 
     @property
     def active_loops(self) -> int:
@@ -67,9 +82,8 @@ class TaskWaits:
         wait_seconds: float,
         *,
         deadline: float | None = None,
-        ending: asyncio.Event | None = None,
     ) -> pb.EndpointResponse:
-        """The task's terminal response, or the last one seen when `wait_seconds` pass or `ending` is set.
+        """The task's terminal response, or the last one seen when `wait_seconds` pass or the drain begins.
 
         `key` identifies the task and who may see it; `poll` takes one look (it is used only if
         this call starts the loop). At least one look is awaited even when `wait_seconds` is tiny, so
@@ -83,7 +97,7 @@ class TaskWaits:
             self._loops[key] = loop
             loop.task = asyncio.create_task(self._run(key, loop, poll))
         loop.waiters += 1
-        ended = asyncio.ensure_future(ending.wait()) if ending is not None else None
+        ended = self._ending_future()
         try:
             until: list[asyncio.Future[Any]] = [loop.done] if ended is None else [loop.done, ended]
             await asyncio.wait(until, timeout=max(wait_seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
@@ -106,8 +120,6 @@ class TaskWaits:
             assert loop.error is not None
             raise loop.error  # the time ran out and every poll failed for a moment
         finally:
-            if ended is not None:
-                ended.cancel()
             loop.waiters -= 1
             if loop.waiters == 0 and not loop.done.done():
                 self._end(key, loop)
@@ -157,3 +169,5 @@ class TaskWaits:
         """Stop every loop (on shutdown)."""
         for key, loop in list(self._loops.items()):
             self._end(key, loop)
+        if self._ended is not None:
+            self._ended.cancel()
