@@ -11,6 +11,8 @@ from typing import Any
 import grpc
 import pytest
 from aiohttp import web
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from launch_gateway.server.app import GatewayServer
 from launch_gateway.server.clock import Clock
@@ -139,6 +141,15 @@ def answer_lookup(request: web.Request, *records: dict[str, Any]) -> web.Respons
         return None
     name = request.query.get("name")
     return web.json_response({"model_endpoints": [r for r in records if name in (None, r["name"])]})
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The google.rpc.ErrorInfo detail of a failed call, or None."""
+    status = rpc_status.from_call(error)
+    info = error_details_pb2.ErrorInfo()
+    if status is not None and any(detail.Unpack(info) for detail in status.details):
+        return info
+    return None
 
 
 async def collect(call: AsyncIterator[Any], into: list[Any]) -> None:

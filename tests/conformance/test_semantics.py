@@ -18,21 +18,11 @@ import grpc
 import pytest
 from aiohttp import web
 from google.protobuf import duration_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from launch_gateway import EndpointRequest, GatewayClient, SyncEndpoint
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conformance.conftest import ASYNC, OWNER, STREAMING, SYNC, Control, Gateway
-from tests.conftest import RawUpstream, StackFactory, collect
-
-
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
-    status = rpc_status.from_call(error)
-    info = error_details_pb2.ErrorInfo()
-    if status is not None and any(detail.Unpack(info) for detail in status.details):
-        return info
-    return None
+from tests.conftest import RawUpstream, StackFactory, collect, error_info
 
 
 def wait_for(task_id: str, seconds: float) -> pb.WaitAsyncTaskRequest:

@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 from launch_gateway.server.statuses import ERROR_DOMAIN
 from launch_gateway.testing.local_launch import Faults
 from launch_gateway.v1 import endpoint_service_pb2 as pb
-from tests.conftest import RawUpstream, StackFactory, answer_lookup, collect
+from tests.conftest import RawUpstream, StackFactory, answer_lookup, collect, error_info
 from tests.fake_clock import OffsetClock
 from tests.ops.conftest import http_get
 
@@ -326,15 +326,6 @@ async def test_a_full_connection_pool_fails_a_call_instead_of_queueing_for_ever(
     again = stack.stub.StreamPredict(endless, timeout=10)
     assert (await again.read()).response.status == pb.TASK_STATUS_SUCCESS
     again.cancel()
-
-
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
-    """The google.rpc.ErrorInfo detail of a failed call, or None."""
-    status = rpc_status.from_call(error)
-    info = error_details_pb2.ErrorInfo()
-    if status is not None and any(detail.Unpack(info) for detail in status.details):
-        return info
-    return None
 
 
 @pytest.mark.parametrize(
