@@ -371,9 +371,9 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             label = self.telemetry.endpoint_label(name)
             metrics = self.telemetry.metrics
             relayed = 0  # counted in batches: a metric update per event is a measurable cost
-            events_counter = metrics.stream_events.labels(label)
+            events_counter = metrics.child(metrics.stream_events, label)
             try:
-                metrics.first_event.labels(label).observe(self._clock.now() - started)
+                metrics.child(metrics.first_event, label).observe(self._clock.now() - started)
                 relayed += 1
                 yield to_message(first)
                 async for message in messages:

@@ -139,6 +139,7 @@ class Metrics:
             "gateway_tenant_stream_events_total", "Stream events sent to the tenant's callers.", usage, registry=r
         )
         self._usage: dict[tuple[str, str], TenantUsage] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._methods: dict[str, MethodInfo] = {}
         for m in methods:  # series are looked up by method name, so names must not repeat across services
             if m.method in self._methods:
@@ -195,6 +196,16 @@ class Metrics:
                 self.tenant_upstream_seconds.labels(*labels),
                 self.tenant_stream_events.labels(*labels),
             )
+        return found
+
+    def child(self, family: Any, *values: str) -> Any:
+        """`family.labels(*values)`, looked up once: `.labels()` costs a lock and a dict on every call, and
+        the per-call facts (upstream requests, cache lookups, rate decisions) come on every call. As
+        bounded as the labels themselves."""
+        key = (family, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = family.labels(*values)
         return found
 
     def rpc(self, method: str, kind: str | None) -> RpcMeter:

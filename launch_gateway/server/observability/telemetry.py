@@ -133,8 +133,9 @@ class Telemetry:
     # --- facts from the layers below --------------------------------------------------------
 
     def upstream_response(self, route: str, status: str, seconds: float) -> None:
-        self.metrics.upstream_requests.labels(route, status).inc()
-        self.metrics.upstream_seconds.labels(route).observe(seconds)
+        metrics = self.metrics
+        metrics.child(metrics.upstream_requests, route, status).inc()
+        metrics.child(metrics.upstream_seconds, route).observe(seconds)
         record = _current.get()
         if record is not None:
             record.upstream_status = status
@@ -144,13 +145,13 @@ class Telemetry:
                 usage.upstream_seconds.inc(seconds)
 
     def endpoint_lookup(self, hit: bool) -> None:
-        self.metrics.cache.labels("hit" if hit else "miss").inc()
+        self.metrics.child(self.metrics.cache, "hit" if hit else "miss").inc()
 
     def wait_poll(self) -> None:
         self.metrics.wait_polls.inc()
 
     def rate_decision(self, tenant: str, result: str) -> None:
-        self.metrics.ratelimit.labels(tenant, result).inc()
+        self.metrics.child(self.metrics.ratelimit, tenant, result).inc()
 
     def auth_failure(self, reason: str) -> None:
-        self.metrics.auth_failures.labels(reason).inc()
+        self.metrics.child(self.metrics.auth_failures, reason).inc()
