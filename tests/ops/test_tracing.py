@@ -11,6 +11,7 @@ import asyncio
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from launch_gateway.server.errors import ConfigError
 from launch_gateway.server.settings import build_settings
 from launch_gateway.testing.local_launch import EndpointSpec, Faults, RequestRecord
 from launch_gateway.v1 import endpoint_service_pb2 as pb
-from tests.conftest import Stack, StackFactory, collect, upstream_calls
+from tests.conftest import Stack, StackFactory, upstream_calls
 from tests.e2e.test_async import submit, wait_request
 from tests.packaging.test_console_script import cli
 
@@ -209,17 +210,24 @@ async def test_wait_async_task_polls_are_client_spans_of_its_server_span_without
 async def test_stream_predict_server_span_lasts_until_the_stream_ends(
     make_stack: StackFactory, collector: Collector
 ) -> None:
+    release, last_event_at = asyncio.Event(), []
+
     async def slow_end(**kwargs: Any) -> Any:
         yield {"i": 0}
-        await asyncio.sleep(0.3)
+        await release.wait()  # the last event waits until the caller has read the first
+        last_event_at.append(time.time_ns())  # the clock OpenTelemetry stamps spans with
         yield {"i": 1}
 
     stack = await make_stack([EndpointSpec("slow-end", "streaming", slow_end)], settings=traced(collector))
     trace_id, caller_span, traceparent = caller_traceparent()
     request = pb.StreamPredictRequest(endpoint_name="slow-end", request=ARGS)
-    messages: list[pb.StreamPredictResponse] = []
-    await collect(stack.stub.StreamPredict(request, metadata=(("traceparent", traceparent),), timeout=10), messages)
-    assert len(messages) == 2
+    call = stack.stub.StreamPredict(request, metadata=(("traceparent", traceparent),), timeout=10)
+    first = await call.read()
+    release.set()
+    last = await call.read()
+    assert (first.response.status, last.response.status) == (pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_SUCCESS)
+    assert await call.read() is grpc.aio.EOF
+    assert await call.code() == grpc.StatusCode.OK
     await stack.gateway.stop(0)
 
     spans = collector.receiver.spans()
@@ -229,7 +237,8 @@ async def test_stream_predict_server_span_lasts_until_the_stream_ends(
     opened = one(spans, "POST /v1/streaming-tasks")
     assert opened.parent_span_id == server.span_id
     check_client_span(opened, stack, "POST", "/v1/streaming-tasks", 200)
-    assert server.end_time_unix_nano - server.start_time_unix_nano >= 0.3e9  # the events, not just the opening
+    (produced,) = last_event_at
+    assert server.end_time_unix_nano > produced  # the events, not just the opening
     assert opened.end_time_unix_nano < server.end_time_unix_nano
     (record,) = [r for r in upstream_calls(stack.launch) if r.path == "/v1/streaming-tasks"]
     assert sent_traceparent(record)[1:3] == (trace_id, opened.span_id.hex())
