@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch_gateway.server.access.tenants import hash_key
+from launch_gateway.server.statuses import ERROR_DOMAIN
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from tests.conftest import Stack, StackFactory
 from tests.docs import ROOT, fenced, read
@@ -153,6 +154,27 @@ async def check_tour(stack: Stack, out: str, language: str) -> Refusal:
     assert task.response.status == pb.TASK_STATUS_SUCCESS  # the printed id is the real task's
 
     return parse_refusal(lines[9:])
+
+
+async def check_refused_tour(stack: Stack, result: tuple[int, str, str], language: str, spent: float) -> None:
+    """A client's whole tour (`result`: its exit code, stdout and stderr) ending in the refused LIMITED call."""
+    code, out, err = result
+    assert code == 0, out + err
+    refusal = await check_tour(stack, out, language)
+    assert (refusal.step, refusal.code) == ("refused", "resourceexhausted"), out
+    assert f"on endpoint '{LIMITED}'" in refusal.message
+    check_retry_delay(refusal, spent)
+
+
+def check_stale_key_refusal(result: tuple[int, str, str]) -> None:
+    """A client run with STALE_KEY: healthy, then the lookup refused with Launch's 401 in ErrorInfo."""
+    code, out, err = result
+    assert code == 1, out + err
+    lines = out.splitlines()
+    assert lines[0] == "health: SERVING", out
+    refusal = parse_refusal(lines[1:])
+    assert (refusal.step, refusal.code) == ("endpoint", "unauthenticated"), out
+    assert {"reason": "UPSTREAM_HTTP_ERROR", "domain": ERROR_DOMAIN, "http_status": "401"} in refusal.error_info
 
 
 def doc_block(marker: str, doc: str = OTHER_LANGUAGES) -> str:

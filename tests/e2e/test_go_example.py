@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from launch_gateway.server.statuses import ERROR_DOMAIN
 from tests.conftest import StackFactory
 from tests.docs import fenced, read, section
 from tests.e2e.client_tour import (
@@ -26,8 +25,8 @@ from tests.e2e.client_tour import (
     STALE_KEY,
     TOUR_KEY,
     build,
-    check_retry_delay,
-    check_tour,
+    check_refused_tour,
+    check_stale_key_refusal,
     doc_block,
     parse_refusal,
     run,
@@ -125,12 +124,8 @@ def test_the_docs_buf_config_generates_stubs_the_example_builds_with(tmp_path: P
 async def test_go_example_makes_every_call_with_its_tenant_key(go_client: Path, make_stack: StackFactory) -> None:
     stack = await tour_stack(make_stack)
     spent = await spend_the_limited_call(stack)
-    code, out, err = await run(str(go_client), "-key", TOUR_KEY, "-refuse", LIMITED, stack.gateway.address)
-    assert code == 0, out + err
-    refusal = await check_tour(stack, out, "go")
-    assert (refusal.step, refusal.code) == ("refused", "resourceexhausted"), out
-    assert f"on endpoint '{LIMITED}'" in refusal.message
-    check_retry_delay(refusal, spent)
+    result = await run(str(go_client), "-key", TOUR_KEY, "-refuse", LIMITED, stack.gateway.address)
+    await check_refused_tour(stack, result, "go", spent)
 
 
 async def test_go_example_reads_error_info_when_launch_refuses_the_key(
@@ -138,13 +133,7 @@ async def test_go_example_reads_error_info_when_launch_refuses_the_key(
 ) -> None:
     stack = await tour_stack(make_stack)
     # The stale tenant forwards its key to Launch as its Launch key; Launch does not know it (401).
-    code, out, err = await run(str(go_client), "-key", STALE_KEY, stack.gateway.address)
-    assert code == 1, out + err
-    lines = out.splitlines()
-    assert lines[0] == "health: SERVING", out
-    refusal = parse_refusal(lines[1:])
-    assert (refusal.step, refusal.code) == ("endpoint", "unauthenticated"), out
-    assert {"reason": "UPSTREAM_HTTP_ERROR", "domain": ERROR_DOMAIN, "http_status": "401"} in refusal.error_info
+    check_stale_key_refusal(await run(str(go_client), "-key", STALE_KEY, stack.gateway.address))
 
 
 async def test_go_example_without_a_key_is_unauthenticated(go_client: Path, make_stack: StackFactory) -> None:

@@ -24,17 +24,15 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2
 
-from launch_gateway.server.statuses import ERROR_DOMAIN
 from tests.conftest import StackFactory
 from tests.e2e.client_tour import (
     LIMITED,
     STALE_KEY,
     TOUR_KEY,
     build,
-    check_retry_delay,
-    check_tour,
+    check_refused_tour,
+    check_stale_key_refusal,
     doc_block,
-    parse_refusal,
     run,
     spend_the_limited_call,
     tour_stack,
@@ -166,12 +164,8 @@ async def test_java_example_makes_every_call_with_its_tenant_key(
 ) -> None:
     stack = await tour_stack(make_stack)
     spent = await spend_the_limited_call(stack)
-    code, out, err = await run_java(java_client, "--key", TOUR_KEY, "--refuse", LIMITED, stack.gateway.address)
-    assert code == 0, out + err
-    refusal = await check_tour(stack, out, "java")
-    assert (refusal.step, refusal.code) == ("refused", "resourceexhausted"), out
-    assert f"on endpoint '{LIMITED}'" in refusal.message
-    check_retry_delay(refusal, spent)
+    result = await run_java(java_client, "--key", TOUR_KEY, "--refuse", LIMITED, stack.gateway.address)
+    await check_refused_tour(stack, result, "java", spent)
 
 
 async def test_java_example_reads_error_info_when_launch_refuses_the_key(
@@ -179,10 +173,4 @@ async def test_java_example_reads_error_info_when_launch_refuses_the_key(
 ) -> None:
     stack = await tour_stack(make_stack)
     # The stale tenant forwards its key to Launch as its Launch key; Launch does not know it (401).
-    code, out, err = await run_java(java_client, "--key", STALE_KEY, stack.gateway.address)
-    assert code == 1, out + err
-    lines = out.splitlines()
-    assert lines[0] == "health: SERVING", out
-    refusal = parse_refusal(lines[1:])
-    assert (refusal.step, refusal.code) == ("endpoint", "unauthenticated"), out
-    assert {"reason": "UPSTREAM_HTTP_ERROR", "domain": ERROR_DOMAIN, "http_status": "401"} in refusal.error_info
+    check_stale_key_refusal(await run_java(java_client, "--key", STALE_KEY, stack.gateway.address))
