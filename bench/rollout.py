@@ -43,6 +43,7 @@ import grpc
 from bench.processes import Gateway, LocalLaunch, gateway_config, start_gateway, start_local_launch
 from launch_gateway.client.channel import ChannelSettings
 from launch_gateway.server.access.tenants import hash_key
+from launch_gateway.server.workers import free_port
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
 from tests.redis_server import RedisServer
@@ -53,12 +54,6 @@ HANDLE_SECRET = "rollout-handle-secret-0123456789abcdef"
 BURST = 20  # the limited tenant's bucket; its refill (one call per 1000 s) adds nothing during the phase
 DEADLINE = 10.0
 GRACE = 4.0  # each replica's server.grace_period
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def replica_config(upstream: str, port: int) -> str:
@@ -124,7 +119,7 @@ class Nginx:
 
     def __init__(self, directory: Path, ports: tuple[int, int]) -> None:
         self.directory = directory
-        self.port = free_port()
+        self.port = free_port("127.0.0.1")
         self.address = f"127.0.0.1:{self.port}"
         conf = directory / "nginx.conf"
         conf.write_text(NGINX_CONF.format(dir=directory, a=ports[0], b=ports[1], port=self.port))
@@ -364,7 +359,7 @@ async def run(seconds: float, clients: int, keep: bool) -> bool:
                 "LAUNCH_GATEWAY_HANDLE_SECRETS": HANDLE_SECRET,
                 "ROLLOUT_LAUNCH_KEY": "launch-key-of-the-platform",
             }
-            ports = (free_port(), free_port())
+            ports = (free_port("127.0.0.1"), free_port("127.0.0.1"))
             configs = [replica_config(launch.url, port) for port in ports]
             for i, config in enumerate(configs):
                 replicas.append(await start_gateway(directory, config, name=f"replica-{i + 1}", env=env))

@@ -8,7 +8,6 @@ plain `launch-gateway health`); once a Launch server answers on that port it tur
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import grpc
@@ -16,20 +15,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from launch_gateway.client.health import LIVENESS, READINESS
+from launch_gateway.server.workers import free_port
 from launch_gateway.testing.local_launch import LocalLaunchServer
 from tests.conftest import Stack, StackFactory
 from tests.ops.conftest import http_get
 from tests.serving import LAUNCH_GATEWAY
 
 SERVICE = "launch_gateway.v1.EndpointService"
-
-
-def unused_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound for a moment by the OS's choice, then freed)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 async def status_of(stack: Stack, entry: str) -> str:
@@ -77,7 +69,7 @@ async def launch_later() -> AsyncIterator[list[LocalLaunchServer]]:
 async def test_gateway_with_launch_down_is_live_not_ready_then_ready_once_launch_answers(
     make_stack: StackFactory, launch_later: list[LocalLaunchServer]
 ) -> None:
-    port = unused_port()
+    port = free_port("127.0.0.1")
     stack = await make_stack(
         settings={"upstream": {"url": f"http://127.0.0.1:{port}"}, "metrics": {"readiness_interval": 0.1}}
     )

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import socket
 
+from launch_gateway.server.workers import free_port
 from launch_gateway.testing.local_launch import LocalLaunchServer
 from tests.serving import ServeFactory
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_readiness_changes_are_logged_once_each_and_so_is_shutdown(serve_process: ServeFactory) -> None:
-    port = free_port()  # nothing listens there yet: the upstream is down when the gateway starts
+    port = free_port("127.0.0.1")  # nothing listens there yet: the upstream is down when the gateway starts
     served = await serve_process(
         "--upstream", f"http://127.0.0.1:{port}", "--port", "0", "--metrics.port", "0",
         "--metrics.readiness_interval", "0.05", "--log.access", "false",
