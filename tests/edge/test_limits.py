@@ -56,8 +56,9 @@ async def test_a_burst_over_the_limit_is_refused_with_retry_info_and_recovers(ma
     await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_B))
     clock.offset += 2.0  # the bucket refills: one more call fits
     await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
-    with pytest.raises(grpc.aio.AioRpcError):
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 async def test_per_endpoint_limits_apply_to_that_endpoint_only(make_stack: StackFactory) -> None:
