@@ -56,7 +56,7 @@ async def test_wait_with_a_short_timeout_returns_the_non_terminal_status(stack: 
     reply = await stack.stub.WaitAsyncTask(wait_request(task_id, 0.3), timeout=10)
     elapsed = time.monotonic() - started
     assert reply.response.status in {pb.TASK_STATUS_PENDING, pb.TASK_STATUS_STARTED}
-    assert 0.3 <= elapsed < 5  # it waited for the timeout, not for the task's 30 s
+    assert elapsed >= 0.3  # it waited for its timeout; the non-terminal status shows it did not wait for the task
 
 
 async def test_wait_ends_at_the_callers_deadline_without_failing(stack: Stack) -> None:
