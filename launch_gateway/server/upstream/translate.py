@@ -301,6 +301,8 @@ def _as_json_text(value: Any) -> str:
 
 
 def _is_utf8(text: str) -> bool:
+    if text.isascii():  # known without encoding it (CPython keeps the flag): most results are ASCII
+        return True
     try:
         text.encode()
     except UnicodeEncodeError:  # a lone surrogate: JSON can spell it, UTF-8 (so protobuf) cannot
