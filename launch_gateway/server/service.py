@@ -414,5 +414,6 @@ def _stream_message(data: bytes, endpoint: str) -> pb.StreamPredictResponse:
         payload = json.loads(data)
     except ValueError as exc:
         raise UpstreamProtocolError(f"upstream stream sent an event whose data is not JSON: {exc}") from exc
-    response = raise_for_capacity(to_endpoint_response(payload, streaming=True), endpoint)
-    return pb.StreamPredictResponse(response=response)
+    message = pb.StreamPredictResponse()  # filled in place: building the response apart would copy it
+    raise_for_capacity(to_endpoint_response(payload, streaming=True, into=message.response), endpoint)
+    return message

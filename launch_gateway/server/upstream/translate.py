@@ -322,15 +322,22 @@ def _is_json_text(text: str) -> bool:
     return True
 
 
-def to_endpoint_response(payload: Any, *, streaming: bool = False, task_id: str = "") -> pb.EndpointResponse:
-    """An `EndpointResponse` from a sync, async-poll or stream-event body (see the module doc)."""
+def to_endpoint_response(
+    payload: Any, *, streaming: bool = False, task_id: str = "", into: pb.EndpointResponse | None = None
+) -> pb.EndpointResponse:
+    """An `EndpointResponse` from a sync, async-poll or stream-event body (see the module doc).
+
+    `into`: an empty message to fill (a field of the message to send), so that it is not built apart and copied.
+    """
     if not isinstance(payload, dict):
         raise UpstreamProtocolError(f"upstream response is a JSON {type(payload).__name__}, not an object")
     raw_status = payload.get("status")
     if not isinstance(raw_status, str):
         raise UpstreamProtocolError("upstream response has no status")
     status = _STATUS_FROM_UPSTREAM.get(raw_status, pb.TASK_STATUS_UNDEFINED)
-    response = pb.EndpointResponse(status=status, task_id=task_id)
+    response = pb.EndpointResponse() if into is None else into
+    response.status = status
+    response.task_id = task_id
 
     result = payload.get("result")
     if result is not None:
