@@ -29,14 +29,17 @@ class ConnectionShare:
     @contextlib.asynccontextmanager
     async def slot(self, within: float, where: str) -> AsyncIterator[None]:
         """Hold one slot for the block; `PoolFull` when none frees up within `within` seconds."""
-        try:
-            async with asyncio.timeout(max(within, 0.0)):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise PoolFull(
-                f"{where}: all {self.setting} ({self.size}) are in use by {self._users}; "
-                "retry shortly, or on another replica"
-            ) from None
+        if not self._slots.locked():
+            await self._slots.acquire()  # a free slot is taken at once: no timer to arm and cancel
+        else:
+            try:
+                async with asyncio.timeout(max(within, 0.0)):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise PoolFull(
+                    f"{where}: all {self.setting} ({self.size}) are in use by {self._users}; "
+                    "retry shortly, or on another replica"
+                ) from None
         try:
             yield
         finally:
