@@ -103,6 +103,9 @@ def load_edge(settings: Settings, env: Mapping[str, str]) -> Edge:
     elif settings.tenants and not any(p.startswith(where) for p in problems):
         empty = f"{auth.handle_secrets_file} is empty: " if auth.handle_secrets_file else ""
         problems.append(f"{where}: {empty}tenants need task-handle secrets (${auth.handle_secrets_env} or a file)")
+    if settings.callbacks.public_url and handles is None and not any(p.startswith(where) for p in problems):
+        why = f"its callback URLs are signed with the task-handle secrets: set ${auth.handle_secrets_env} or a file"
+        problems.append(f"callbacks.public_url: {why} ({where})")
     if problems:
         raise ConfigError(problems)
     return Edge(TenantDirectory(settings.tenants), handles, settings.open_mode, settings.upstream.auth, keys)
@@ -248,11 +251,11 @@ class Gate:
             )
         return Admission(rate_headers(tightest) if tightest else (), lease)
 
-    async def check_callback(self, caller: Caller, url: str) -> None:
-        """Apply the tenant's callback policy to `url` (see access.callbacks); open mode has none."""
-        if caller.tenant is None:
+    async def check_callback(self, tenant: Tenant | None, url: str) -> None:
+        """Apply the tenant's callback policy to `url` (see access.callbacks); open mode (None) has none."""
+        if tenant is None:
             return
-        policy = caller.tenant.callbacks
+        policy = tenant.callbacks
         target = parse_callback_url(url)
         check_policy(target, policy)  # nothing is resolved for a refused host
         if policy.allow_private:
@@ -260,5 +263,5 @@ class Gate:
         if target.address is not None:
             addresses = [target.host]
         else:
-            addresses = await self._lookups.resolve(caller.name, target.host, target.port)
+            addresses = await self._lookups.resolve(tenant.name, target.host, target.port)
         check_addresses(target, addresses)

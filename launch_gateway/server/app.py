@@ -49,6 +49,7 @@ from launch_gateway.server.settings import Settings
 from launch_gateway.server.statuses import Drain, tolerant_deserializer
 from launch_gateway.server.upstream.endpoints import EndpointDirectory
 from launch_gateway.server.upstream.launch_api import LaunchAPI
+from launch_gateway.server.upstream.task_callbacks import CallbackReceiver, Wakeups
 from launch_gateway.server.upstream.waits import TaskWaits
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 
@@ -68,6 +69,15 @@ def rate_limiter(settings: Settings, env: Mapping[str, str], clock: Clock) -> Ra
         return MemoryRateLimiter(clock)
     # load_edge has checked that the variable is set.
     return RedisRateLimiter.from_url(env[limits.redis_url_env], limits, clock)
+
+
+def wakeups_for(settings: Settings, env: Mapping[str, str], waits: TaskWaits) -> Wakeups:
+    """Wake-ups for ended tasks: across replicas through Redis when the receiver is on and the limits use
+    Redis (the replicas share it already), else on this replica only."""
+    limits = settings.limits
+    if settings.callbacks.public_url and limits.backend == "redis":
+        return Wakeups.from_url(waits, env[limits.redis_url_env], limits.redis_prefix + "task-wakeups")
+    return Wakeups(waits)
 
 
 def tracing_from(settings: Settings) -> Tracing | None:
@@ -216,6 +226,8 @@ class GatewayServer:
         self.concurrency = ConcurrencyLimiter()
         self.drain = Drain(self._clock)
         self.waits = TaskWaits(self._clock, settings.poll, on_poll=self.telemetry.wait_poll, ending=self.drain.ending)
+        self.wakeups = wakeups_for(settings, self._env, self.waits)
+        self.receiver: CallbackReceiver | None = None  # made in start(), with the gate its forwarding checks
         self.health = HealthServicer()
         probe_key = credential_for_key(self._env.get(settings.upstream.api_key_env)).authorization
         self.readiness = Readiness(
@@ -277,6 +289,17 @@ class GatewayServer:
                 settings.callbacks.lookup_timeout, settings.callbacks.lookups_per_tenant, settings.callbacks.max_lookups
             )
             gate = Gate(self.limiter, self.concurrency, self.telemetry, lookups)
+            if settings.callbacks.public_url:
+                self.receiver = CallbackReceiver(
+                    settings.callbacks,
+                    lambda: self.edges().handles,
+                    lambda name: self.edges().tenants.tenants.get(name),
+                    gate.check_callback,
+                    self.wakeups,
+                    self._clock,
+                    settings.upstream.max_body_bytes,
+                    on_result=lambda result: self.metrics.child(self.metrics.task_callbacks, result).inc(),
+                )
             service = EndpointService(
                 settings,
                 self.api,
@@ -287,6 +310,7 @@ class GatewayServer:
                 self.telemetry,
                 self.drain,
                 self._clock,
+                self.receiver,
             )
             server.add_generic_rpc_handlers((service_handlers(service),))
             health_pb2_grpc.add_HealthServicer_to_server(measured(self.health, HEALTH, self.metrics), server)
@@ -306,7 +330,10 @@ class GatewayServer:
             if self.port == 0:
                 raise ListenError("server.port", address, "in use, or not an address of this host")
             if self.ops is not None:
-                await self.ops.start()  # both ports are ours before the gateway serves or says anything
+                await self.ops.start()  # every port is ours before the gateway serves or says anything
+            if self.receiver is not None:
+                await self.receiver.start(reuse_port=bool(settings.metrics.multiprocess_dir))
+            await self.wakeups.start()
             if self.edges().open:
                 log.warning(
                     "OPEN MODE: every caller is accepted without an API key and without limits (no config file, "
@@ -326,6 +353,7 @@ class GatewayServer:
             await self.readiness.stop()
             if self.ops is not None:
                 await self.ops.stop()
+            await self._stop_callbacks()
             await self.api.close()
             await self._close_clients()
             raise
@@ -359,10 +387,16 @@ class GatewayServer:
         await self.readiness.stop()
         if self.ops is not None:
             await self.ops.stop()
+        await self._stop_callbacks()
         await self.waits.close()
         await self.api.close()
         await self._close_clients()
         log.info("launch-gateway stopped")
+
+    async def _stop_callbacks(self) -> None:
+        if self.receiver is not None:
+            await self.receiver.stop()
+        await self.wakeups.close()
 
     async def _close_clients(self) -> None:
         """Close the rate limiter (its Redis client) and the tracer, which `__init__` made."""

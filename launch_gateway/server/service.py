@@ -39,6 +39,7 @@ from launch_gateway.server.statuses import Drain, boundary
 from launch_gateway.server.upstream.endpoints import EndpointDirectory
 from launch_gateway.server.upstream.launch_api import LaunchAPI, UpstreamCall
 from launch_gateway.server.upstream.stream_relay import Relay
+from launch_gateway.server.upstream.task_callbacks import CallbackReceiver
 from launch_gateway.server.upstream.translate import (
     check_endpoint_name,
     check_task_id,
@@ -126,8 +127,10 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         telemetry: Telemetry,
         drain: Drain,
         clock: Clock,
+        receiver: CallbackReceiver | None = None,
     ) -> None:
         self.telemetry = telemetry
+        self._receiver = receiver
         self.drain = drain
         self._clock = clock
         self._timeouts = settings.timeouts
@@ -286,9 +289,10 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         async with self._admit(context, self._timeouts.submit, endpoint=name) as scope:
 
             async def submit(endpoint: pb.Endpoint) -> str:
-                body = to_upstream_body(request.request, endpoint.kind)
-                if request.request.HasField("callback_url"):
-                    await self._gate.check_callback(scope.caller, request.request.callback_url)
+                given = request.request.callback_url if request.request.HasField("callback_url") else None
+                body = to_upstream_body(request.request, endpoint.kind, self._own_callback_url(scope, name, given))
+                if given is not None:
+                    await self._gate.check_callback(scope.caller.tenant, given)
                 return await self._api.submit_async(endpoint.id, body, scope.task_call(request.request))
 
             upstream_id = await self._on_endpoint("SubmitAsync", name, _ASYNC_KINDS, scope, submit)
@@ -297,6 +301,16 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             handles = scope.edge.handles
             task_id = handles.issue(TaskRef(scope.caller.name, name, upstream_id)) if handles else upstream_id
         return pb.SubmitAsyncResponse(task_id=task_id)
+
+    def _own_callback_url(self, scope: Scope, name: str, given: str | None) -> str | None:
+        """The receiver's callback URL to give Launch in place of the caller's (`upstream.task_callbacks`),
+        or None: no receiver, no callback hook on the endpoint, or the endpoint's own default callback."""
+        if self._receiver is None:
+            return None
+        hooks = self._directory.hooks(name, scope.credential.scope)
+        if not hooks.callback or (given is None and hooks.default_callback):
+            return None
+        return self._receiver.url_for(self._receiver.grant(scope.caller.name, name, given or ""))
 
     async def _poll(self, task_id: str, upstream_id: str, call: UpstreamCall) -> pb.EndpointResponse:
         payload = await self._api.get_task(upstream_id, call)
@@ -332,6 +346,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
                 lambda: self._poll(request.task_id, upstream_id, poll_call),
                 wait,
                 deadline=deadline,
+                task=(scope.caller.name, upstream_id),  # what Launch's callback for it wakes
             )
             self.telemetry.metrics.wait_seconds.observe(self._clock.now() - started)
         return pb.WaitAsyncTaskResponse(response=raise_for_capacity(response, scope.task.endpoint))

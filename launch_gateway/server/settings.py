@@ -119,11 +119,19 @@ class LimitsSettings:
 
 @dataclass(frozen=True)
 class CallbackSettings:
-    """Looking up callback hosts (the tenants' callback policies are in `[tenants.<name>.callbacks]`)."""
+    """Looking up callback hosts (the tenants' callback policies are in `[tenants.<name>.callbacks]`), and the
+    receiver of Launch's own callbacks, which wakes WaitAsyncTask at once (`upstream.task_callbacks`)."""
 
     lookup_timeout: float = 2.0  # seconds a callback host lookup may take; then UNAVAILABLE
     lookups_per_tenant: int = 4  # lookups in flight per tenant (a hung one holds its slot); then RESOURCE_EXHAUSTED
     max_lookups: int = 64  # lookup threads in flight for the whole gateway; then UNAVAILABLE
+    # The receiver's base URL as Launch reaches it (e.g. https://gateway.internal:9098); empty: no receiver,
+    # waits poll only. Its callback URLs are signed with the task-handle secrets.
+    public_url: str = ""
+    receiver_host: str = "127.0.0.1"  # where the receiver listens (0.0.0.0 for every interface)
+    receiver_port: int = 9098  # 0 picks a free one
+    url_ttl: float = 86400.0  # seconds a callback URL the gateway gave Launch stays valid (a task's queue time)
+    forward_timeout: float = 10.0  # seconds to deliver a callback on to the caller's own callback_url
 
 
 @dataclass(frozen=True)
@@ -331,14 +339,15 @@ _POSITIVE = (  # settings that must be greater than 0
     "upstream.connect_timeout", "upstream.max_body_bytes", "upstream.retry_attempts", "timeouts.sync",
     "timeouts.submit", "timeouts.poll", "timeouts.stream_idle", "timeouts.max_wait", "auth.reload_interval",
     "metrics.readiness_interval", "poll.initial", "poll.max", "callbacks.lookup_timeout",
-    "callbacks.lookups_per_tenant", "callbacks.max_lookups",
+    "callbacks.lookups_per_tenant", "callbacks.max_lookups", "callbacks.url_ttl", "callbacks.forward_timeout",
 )  # fmt: skip
 
 
 def _check(s: Settings, problems: _Problems) -> None:
     """Rules on values that types alone do not catch: ranges, and rules between values."""
     rule = problems.rule
-    for name, port in (("server.port", s.server.port), ("metrics.port", s.metrics.port)):
+    ports = (("server.port", s.server.port), ("metrics.port", s.metrics.port))
+    for name, port in (*ports, ("callbacks.receiver_port", s.callbacks.receiver_port)):
         rule(not 0 <= port <= 65535, name, f"must be within 0..65535, not {port}")
     for key in ("keepalive_min_ping_interval", "max_connection_age", "max_connection_age_grace"):
         rule(getattr(s.server, key) < 0, f"server.{key}", "must not be negative")
@@ -355,6 +364,9 @@ def _check(s: Settings, problems: _Problems) -> None:
     rule(s.timeouts.deadline_margin < 0, "timeouts.deadline_margin", "must not be negative")
     rule(s.poll.multiplier < 1, "poll.multiplier", f"must be at least 1, not {s.poll.multiplier}")
     rule(s.poll.max < s.poll.initial, "poll.max", "must not be less than poll.initial", "poll.initial")
+    public = s.callbacks.public_url
+    why = f"must be an http:// or https:// URL with no query or fragment, not {public!r}"
+    rule(bool(public) and not _plain_base_url(public), "callbacks.public_url", why)
     ratio, endpoint = s.tracing.sample_ratio, s.tracing.otlp_endpoint
     rule(not 0 <= ratio <= 1, "tracing.sample_ratio", f"must be within 0..1, not {ratio}")
     why = f"must start with http:// or https://, not {endpoint!r}"
@@ -395,6 +407,12 @@ def _check(s: Settings, problems: _Problems) -> None:
     rule(mtls, "tenants", why, "server.tls_client_ca_file")
     why = "open mode accepts every caller, so it cannot have tenants; remove auth.open or the [tenants.*] tables"
     rule(s.auth.open and bool(s.tenants), "auth.open", why)
+
+
+def _plain_base_url(url: str) -> bool:
+    """Whether `url` is `http[s]://host[:port][/path]`: a base the receiver's routes are appended to."""
+    scheme, _, rest = url.partition("://")
+    return scheme in ("http", "https") and bool(rest) and not rest.startswith("/") and not set("?#@ \\") & set(rest)
 
 
 def build_settings(

@@ -51,6 +51,7 @@ DASHBOARD_METRICS = {
     "gateway_async_wait_seconds_bucket",
     "gateway_async_wait_polls_total",
     "gateway_async_waits_total",
+    "gateway_task_callbacks_total",
     "gateway_endpoint_cache_total",
     "gateway_config_reloads_total",
     "gateway_ready",

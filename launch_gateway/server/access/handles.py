@@ -6,6 +6,8 @@ is not a handle, so a handle cannot be respelled into another string that verifi
 stored, so every replica that shares the secrets can serve any handle. The first secret signs; every
 listed secret verifies, so a secret is rotated by putting the new one first and dropping the old one
 once its handles have expired from use.
+The same seal signs other texts the gateway hands out and must get back unchanged (the callback URLs
+of `upstream.task_callbacks`), each under its own version prefix, which is part of what is signed.
 Pure: no I/O.
 """
 
@@ -19,6 +21,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from launch_gateway.server.errors import InvalidArgument
 
@@ -68,33 +71,45 @@ class TaskHandles:
     def __repr__(self) -> str:
         return f"TaskHandles({len(self._secrets)} secrets)"
 
-    def _mac(self, secret: bytes, payload: str) -> bytes:
-        return hmac.new(secret, f"{VERSION}.{payload}".encode(), hashlib.sha256).digest()
+    def _mac(self, secret: bytes, version: str, payload: str) -> bytes:
+        return hmac.new(secret, f"{version}.{payload}".encode(), hashlib.sha256).digest()
 
-    def issue(self, ref: TaskRef) -> str:
-        payload = _b64(json.dumps([ref.tenant, ref.endpoint, ref.upstream_id], separators=(",", ":")).encode())
-        return f"{VERSION}.{payload}.{_b64(self._mac(self._secrets[0], payload))}"
+    def seal(self, version: str, values: Sequence[str | int]) -> str:
+        """`<version>.<payload>.<mac>`: `values` as base64url JSON, signed by the first secret. The
+        version is part of what is signed, so a text sealed for one use never opens as another."""
+        payload = _b64(json.dumps(list(values), separators=(",", ":")).encode())
+        return f"{version}.{payload}.{_b64(self._mac(self._secrets[0], version, payload))}"
 
-    def verify(self, handle: str) -> TaskRef:
-        """The handle's TaskRef; INVALID_ARGUMENT for anything this gateway did not issue."""
-        invalid = InvalidArgument("task_id", "not a task handle issued by this gateway", reason="TASK_HANDLE_INVALID")
-        parts = handle.split(".") if len(handle) <= MAX_HANDLE_LENGTH else []
-        if len(parts) != 3 or parts[0] != VERSION:
-            raise invalid
+    def unseal(self, version: str, text: str, max_length: int = MAX_HANDLE_LENGTH) -> list[Any] | None:
+        """The values `seal(version, ...)` signed with any of the secrets, or None for anything else."""
+        parts = text.split(".") if len(text) <= max_length else []
+        if len(parts) != 3 or parts[0] != version:
+            return None
         _, payload, mac_text = parts
         try:
             mac = _unb64(mac_text)
         except (binascii.Error, ValueError):
-            raise invalid from None
+            return None
         valid = False
         for secret in self._secrets:  # no early exit
-            valid |= hmac.compare_digest(mac, self._mac(secret, payload))
+            valid |= hmac.compare_digest(mac, self._mac(secret, version, payload))
         if not valid:
-            raise invalid
+            return None
         try:
-            tenant, endpoint, upstream_id = json.loads(_unb64(payload))
+            values = json.loads(_unb64(payload))
         except (ValueError, TypeError, binascii.Error):
-            raise invalid from None
+            return None
+        return values if isinstance(values, list) else None
+
+    def issue(self, ref: TaskRef) -> str:
+        return self.seal(VERSION, (ref.tenant, ref.endpoint, ref.upstream_id))
+
+    def verify(self, handle: str) -> TaskRef:
+        """The handle's TaskRef; INVALID_ARGUMENT for anything this gateway did not issue."""
+        values = self.unseal(VERSION, handle)
+        if values is None or len(values) != 3:
+            raise InvalidArgument("task_id", "not a task handle issued by this gateway", reason="TASK_HANDLE_INVALID")
+        tenant, endpoint, upstream_id = values
         return TaskRef(str(tenant), str(endpoint), str(upstream_id))
 
 

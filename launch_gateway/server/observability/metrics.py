@@ -38,6 +38,7 @@ GRPC_CODE_NAMES[Code.CANCELLED] = "Canceled"  # Go's spelling, which the dashboa
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 OTHER = "other"
 ERROR_CLASSES: tuple[ErrorClass, ...] = ("client", "policy", "upstream", "gateway")
+CALLBACK_RESULTS = ("woke", "forwarded", "refused", "forward_refused", "forward_failed")
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,16 @@ class Metrics:
         self.wait_polls = Counter(
             "gateway_async_wait_polls_total", "Upstream task polls made by the shared WaitAsyncTask loops.", registry=r
         )
+        self.task_callbacks = Counter(
+            "gateway_task_callbacks_total",
+            "Launch's callbacks to the receiver by result: woke (waiters woken), forwarded (and passed on to the "
+            "caller's URL), refused (not a callback URL of this gateway, or a bad body), forward_refused (the "
+            "tenant's callback policy refused the caller's URL), forward_failed (the caller's URL did not take it).",
+            ("result",),
+            registry=r,
+        )
+        for result in CALLBACK_RESULTS:
+            self.task_callbacks.labels(result)
         self.cache = Counter(
             "gateway_endpoint_cache_total", "Endpoint name lookups by result (hit or miss).", ("result",), registry=r
         )

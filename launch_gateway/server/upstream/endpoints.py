@@ -31,9 +31,18 @@ class _Lookup:
 
 
 @dataclass(frozen=True)
+class Hooks:
+    """What an endpoint's record says of Launch's callbacks (`post_inference_hooks`, `default_callback_url`)."""
+
+    callback: bool = False  # Launch POSTs each finished task's result to a callback URL
+    default_callback: bool = False  # the endpoint has a callback URL of its own for requests that name none
+
+
+@dataclass(frozen=True)
 class _Entry:
     endpoint: pb.Endpoint
     expires: float
+    hooks: Hooks
 
 
 class EndpointDirectory:
@@ -83,13 +92,21 @@ class EndpointDirectory:
             self._entries.pop(key, None)
             raise NotFound(f"endpoint {key[1]!r} not found", reason="ENDPOINT_NOT_FOUND")
         endpoint = endpoint_from_record(record)
+        hooks = record.get("post_inference_hooks")
+        callback = isinstance(hooks, list) and any(isinstance(h, str) and h.lower() == "callback" for h in hooks)
+        found = Hooks(callback, bool(record.get("default_callback_url")))
         now = self._clock.now()
         if len(self._entries) >= MAX_ENTRIES and key not in self._entries:
             self._entries = {k: e for k, e in self._entries.items() if e.expires > now}
             if len(self._entries) >= MAX_ENTRIES:
                 del self._entries[next(iter(self._entries))]
-        self._entries[key] = _Entry(endpoint, now + self._ttl)
+        self._entries[key] = _Entry(endpoint, now + self._ttl, found)
         return endpoint
+
+    def hooks(self, name: str, scope: str = "") -> Hooks:
+        """The callback hooks of an endpoint `resolve` has just given (none for one not in the cache)."""
+        entry = self._entries.get((scope, name))
+        return entry.hooks if entry is not None else Hooks()
 
     def forget(self, name: str, scope: str = "") -> None:
         """Drop a cached entry, so the next call looks the name up again."""

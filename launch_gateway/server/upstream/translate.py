@@ -237,11 +237,15 @@ def _check_url(field: str, url: str) -> None:
         raise InvalidArgument(field, "must be an absolute URL with a scheme and a host")
 
 
-def to_upstream_body(request: pb.EndpointRequest, kind: pb.EndpointKind.ValueType) -> bytes:
+def to_upstream_body(
+    request: pb.EndpointRequest, kind: pb.EndpointKind.ValueType, callback_url: str | None = None
+) -> bytes:
     """The JSON body of a task route for `request`, sent to an endpoint of `kind`.
 
     Sync and streaming routes get only the input and `return_pickled`, as the Launch client sends;
     async adds the callback. A callback on a sync or streaming call is refused rather than dropped.
+    `callback_url` goes to Launch in place of the request's (the gateway's own receiver, which passes
+    the callback on: `upstream.task_callbacks`); the request's is still checked.
     """
     body: dict[str, Any] = {}
     raw_args: str | None = None
@@ -271,6 +275,8 @@ def to_upstream_body(request: pb.EndpointRequest, kind: pb.EndpointKind.ValueTyp
         # then applies to the host this reading found, and open mode refuses the same ambiguous URLs.
         parse_callback_url(request.callback_url)
         body["callback_url"] = request.callback_url
+    if callback_url is not None:
+        body["callback_url"] = callback_url
     auth = request.WhichOneof("callback_auth")
     if auth == "callback_auth_basic":
         basic = request.callback_auth_basic

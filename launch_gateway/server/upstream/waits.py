@@ -4,6 +4,8 @@ The Launch client sleeps a flat 2 s between polls, so a result waits a second on
 loop polls with exponential backoff from `poll.initial` (50 ms by default) to `poll.max`, and any
 number of waiters on one task cost one loop: upstream polls per task do not grow with waiters.
 The loop stops when the task is terminal, when a poll fails for good, or when its last waiter leaves.
+When Launch's callback says a task ended (`upstream.task_callbacks`), `wake` ends the loop's pause
+at once: the next poll is taken now, so the waiters have the answer milliseconds after the task's end.
 
 A poll is a GET, so a poll that fails for a moment (`retries.is_transient`: throttled, the upstream's own
 500, unreachable, too slow) is simply taken again, after the backoff or the upstream's Retry-After,
@@ -45,6 +47,9 @@ class _Loop:
     error: GatewayError | None = None  # the last transient failure
     waiters: int = 0
     task: asyncio.Task[None] | None = None
+    task_key: tuple[str, str] = ("", "")  # (tenant, upstream task id): what a callback names
+    woken: bool = False  # a callback said the task ended: poll now, not after the pause
+    nap: asyncio.Future[None] | None = None  # the pause in progress, ended early by a wake
 
 
 class TaskWaits:
@@ -60,6 +65,7 @@ class TaskWaits:
         self._clock = clock
         self._poll = poll
         self._loops: dict[str, _Loop] = {}
+        self._by_task: dict[tuple[str, str], set[str]] = {}  # (tenant, upstream id) -> the keys of its loops
         self._on_poll = on_poll
         self._ending = ending  # set at the drain: every wait answers its last status then
         self._ended: asyncio.Task[Any] | None = None  # one watcher of `ending` for all waiters
@@ -82,6 +88,7 @@ class TaskWaits:
         wait_seconds: float,
         *,
         deadline: float | None = None,
+        task: tuple[str, str] = ("", ""),
     ) -> pb.EndpointResponse:
         """The task's terminal response, or the last one seen when `wait_seconds` pass or the drain begins.
 
@@ -89,12 +96,14 @@ class TaskWaits:
         this call starts the loop). At least one look is awaited even when `wait_seconds` is tiny, so
         the answer is always a status the upstream gave, or, when no poll got one, the last failure;
         but no longer than `deadline` (the seconds the caller's deadline leaves): UpstreamTimeout then.
+        `task` is (tenant, upstream task id), what `wake` is told when Launch's callback says the task ended.
         """
         started = self._clock.now()
         loop = self._loops.get(key)
         if loop is None or loop.done.done():
-            loop = _Loop(done=asyncio.get_running_loop().create_future())
+            loop = _Loop(done=asyncio.get_running_loop().create_future(), task_key=task)
             self._loops[key] = loop
+            self._by_task.setdefault(task, set()).add(key)
             loop.task = asyncio.create_task(self._run(key, loop, poll))
         loop.waiters += 1
         ended = self._ending_future()
@@ -124,13 +133,46 @@ class TaskWaits:
             if loop.waiters == 0 and not loop.done.done():
                 self._end(key, loop)
 
+    def wake(self, tenant: str, upstream_id: str) -> int:
+        """Launch says the task ended (its callback): every loop of it polls now. The answer still comes
+        from that poll, never from the callback. The number of loops woken."""
+        keys = self._by_task.get((tenant, upstream_id), ())
+        for key in keys:
+            loop = self._loops[key]
+            loop.woken = True  # a poll in flight may have started before the end: one more follows at once
+            if loop.nap is not None and not loop.nap.done():
+                loop.nap.set_result(None)
+        return len(keys)
+
+    def _forget(self, key: str, loop: _Loop) -> None:
+        if self._loops.get(key) is loop:
+            del self._loops[key]
+            keys = self._by_task.get(loop.task_key)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_task[loop.task_key]
+
     def _end(self, key: str, loop: _Loop) -> None:
         if loop.task is not None:
             loop.task.cancel()
         if not loop.done.done():
             loop.done.cancel()
-        if self._loops.get(key) is loop:
-            del self._loops[key]
+        self._forget(key, loop)
+
+    async def _pause(self, loop: _Loop, seconds: float) -> None:
+        """Sleep between polls (on the Clock), ended early by `wake`."""
+        if loop.woken:
+            loop.woken = False
+            return
+        loop.nap = asyncio.get_running_loop().create_future()
+        sleep = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait((sleep, loop.nap), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            loop.nap = None
+        loop.woken = False
 
     async def _run(self, key: str, loop: _Loop, poll: Poll) -> None:
         delay = self._poll.initial
@@ -153,7 +195,7 @@ class TaskWaits:
                         return
                 finally:
                     loop.looked.set()
-                await self._clock.sleep(pause)
+                await self._pause(loop, pause)
                 delay = min(delay * self._poll.multiplier, self._poll.max)
         except asyncio.CancelledError:
             raise
@@ -162,8 +204,7 @@ class TaskWaits:
                 loop.done.set_exception(exc)
                 loop.done.exception()  # mark retrieved: a loop whose waiters left must not warn
         finally:
-            if self._loops.get(key) is loop:
-                del self._loops[key]
+            self._forget(key, loop)
 
     async def close(self) -> None:
         """Stop every loop (on shutdown)."""
