@@ -43,6 +43,7 @@ class Sizes:
     wait_tasks: int = 1_000
     wait_waiters: int = 10_000
     wait_lead: float = 4.0  # seconds from the first WaitAsyncTask to the tasks finishing
+    callback_tasks: int = 40  # tasks waited on one at a time, to time a callback's wake-up alone
     open_streams: int = 5_000
     cancels: int = 20  # per kind and round
     launch_sync_calls: int = 200  # per round
@@ -65,6 +66,7 @@ class Sizes:
             wait_tasks=50,
             wait_waiters=200,
             wait_lead=1.0,
+            callback_tasks=4,
             open_streams=200,
             cancels=3,
             launch_sync_calls=20,
