@@ -94,9 +94,10 @@ def _packed(message: Any) -> any_pb2.Any:
     return packed
 
 
-async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError, request_id: str) -> NoReturn:
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError, record: CallRecord) -> NoReturn:
+    """End the call with the error's status; its trailers carry the request id and the reply headers too."""
     status = status_of(error)
-    trailers = (*status.trailing_metadata, ("x-request-id", request_id))
+    trailers = (*status.trailing_metadata, ("x-request-id", record.request_id), *record.reply_headers)
     await context.abort(status.code, status.details, trailing_metadata=trailers)
     raise AssertionError("context.abort returned")  # pragma: no cover
 
@@ -227,7 +228,7 @@ async def _guarded(
     except GatewayError as exc:
         code = exc.code
         record.error_class = exc.error_class
-        await abort(context, exc, record.request_id)
+        await abort(context, exc, record)
     except _CallEnded:
         code = Code.CANCELLED
         raise asyncio.CancelledError from None  # what grpc would have sent this task a moment later
@@ -239,10 +240,10 @@ async def _guarded(
         error = ShuttingDown()
         code = error.code
         record.error_class = error.error_class
-        await abort(context, error, record.request_id)
+        await abort(context, error, record)
     except Exception as exc:
         code = Code.INTERNAL
-        await abort(context, _internal(method, exc), record.request_id)
+        await abort(context, _internal(method, exc), record)
     finally:
         svc.drain.leave(task)
         record.finish(code)

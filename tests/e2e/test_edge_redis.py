@@ -51,14 +51,14 @@ def retry_delay(error: grpc.aio.AioRpcError) -> float:
 
 
 async def predict(stub: pb_grpc.EndpointServiceStub) -> tuple[dict[str, str], grpc.aio.AioRpcError | None]:
-    """One Predict of `echo`: its initial metadata, and its error if it failed."""
+    """One Predict of `echo`: its trailing metadata (the rate-limit headers), and its error if it failed."""
     call = stub.Predict(REQUEST, metadata=BEARER, timeout=10)
     try:
         reply = await call
     except grpc.aio.AioRpcError as exc:
         return {}, exc
     assert reply.response.status == pb.TASK_STATUS_SUCCESS
-    return {k: str(v) for k, v in (await call.initial_metadata() or ())}, None
+    return {k: str(v) for k, v in (await call.trailing_metadata() or ())}, None
 
 
 async def predict_many(address: str, calls: int) -> list[tuple[dict[str, str], grpc.aio.AioRpcError | None]]:

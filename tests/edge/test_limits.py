@@ -38,7 +38,7 @@ async def test_a_burst_over_the_limit_is_refused_with_retry_info_and_recovers(ma
     for _ in range(3):
         call = stack.stub.Predict(ECHO, timeout=10, metadata=bearer(KEY_A))
         await call
-        headers = dict(await call.initial_metadata() or ())
+        headers = dict(await call.trailing_metadata() or ())
         assert headers["ratelimit-limit"] == "3"
         remaining.append(headers["ratelimit-remaining"])
     assert remaining == ["2", "1", "0"]
@@ -173,7 +173,7 @@ async def test_every_rpc_spends_a_token_task_polls_included(make_stack: StackFac
     remaining = []
     for call in spent:
         await call
-        remaining.append(dict(await call.initial_metadata() or ())["ratelimit-remaining"])
+        remaining.append(dict(await call.trailing_metadata() or ())["ratelimit-remaining"])
     assert remaining == ["2", "1", "0"]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stack.stub.GetAsyncTask(pb.GetAsyncTaskRequest(task_id=task_id), timeout=10, metadata=bearer(KEY_A))
@@ -190,3 +190,26 @@ async def test_a_response_past_max_send_message_bytes_is_resource_exhausted(make
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     sync = [r for r in stack.launch.records if r.path == "/v1/sync-tasks"]
     assert [r.status for r in sync] == [200, 200]  # Launch answered both; the gateway could not send the second
+
+
+async def test_the_rate_headers_and_request_id_reach_the_caller_on_every_kind_of_call(make_stack: StackFactory) -> None:
+    stack = await limited_stack(make_stack, OffsetClock(), rate={"per_second": 0.5, "burst": 5})
+    # A stream has them in its initial metadata, before its first event.
+    request = pb.StreamPredictRequest(endpoint_name="count", request=pb.EndpointRequest(args_json='{"n": 2}'))
+    stream = stack.stub.StreamPredict(request, timeout=10, metadata=(*bearer(KEY_A), ("x-request-id", "s-1")))
+    initial = dict(await stream.initial_metadata() or ())
+    assert (initial["x-request-id"], initial["ratelimit-remaining"]) == ("s-1", "4")
+    assert len([message async for message in stream]) == 2
+    # A unary answer has them in its trailers (sent with the answer, not in a frame of their own).
+    call = stack.stub.Predict(ECHO, timeout=10, metadata=(*bearer(KEY_A), ("x-request-id", "u-1")))
+    await call
+    trailers = dict(await call.trailing_metadata() or ())
+    assert (trailers["x-request-id"], trailers["ratelimit-remaining"]) == ("u-1", "3")
+    assert "ratelimit-remaining" not in dict(await call.initial_metadata() or ())
+    # So does an error after the call was admitted.
+    wrong_kind = pb.PredictRequest(endpoint_name="echo-async", request=pb.EndpointRequest(args_json="{}"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.Predict(wrong_kind, timeout=10, metadata=(*bearer(KEY_A), ("x-request-id", "e-1")))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    trailers = dict(caught.value.trailing_metadata() or ())
+    assert (trailers["x-request-id"], trailers["ratelimit-remaining"]) == ("e-1", "2")

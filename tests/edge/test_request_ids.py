@@ -40,7 +40,7 @@ def access_fields(line: str) -> list[tuple[str, str]]:
 async def returned_id(stub: pb_grpc.EndpointServiceStub, request_id: str) -> str:
     call = stub.Predict(ECHO, timeout=10, metadata=(("x-request-id", request_id),))
     await call
-    return str(dict(await call.initial_metadata() or ())["x-request-id"])
+    return str(dict(await call.trailing_metadata() or ())["x-request-id"])
 
 
 async def test_a_request_id_with_spaces_cannot_forge_fields_in_human_logs(

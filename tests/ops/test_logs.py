@@ -46,12 +46,12 @@ async def test_each_rpc_logs_one_json_line(stack: Stack, caplog: pytest.LogCaptu
 async def test_request_id_is_returned_and_sent_upstream(stack: Stack) -> None:
     call = stack.stub.Predict(ECHO, timeout=10, metadata=(("x-request-id", "req-7"),))
     await call
-    assert dict(await call.initial_metadata() or ())["x-request-id"] == "req-7"
+    assert dict(await call.trailing_metadata() or ())["x-request-id"] == "req-7"  # a unary answer's trailers
     record = await stack.launch.wait_for_record(lambda r: r.path == "/v1/sync-tasks")
     assert record.headers["x-request-id"] == "req-7"
     generated = stack.stub.Predict(ECHO, timeout=10)
     await generated
-    new_id = dict(await generated.initial_metadata() or ())["x-request-id"]
+    new_id = dict(await generated.trailing_metadata() or ())["x-request-id"]
     assert len(new_id) == 32
     assert stack.launch.records[-1].headers["x-request-id"] == new_id
 

@@ -53,6 +53,9 @@ class CallRecord:
     identified: bool = False  # the caller is known (a tenant, or open mode): its usage is counted
     error_class: ErrorClass | None = None  # of the error the call ended with, as the boundary saw it
     upstream_answered: float | None = None  # when (seconds into the call) the last upstream answer came
+    # What the caller is told besides its answer: the rate-limit headers of its admission (`x-request-id` is
+    # always sent too). In the trailers of unary RPCs, success or error; a stream's initial metadata.
+    reply_headers: tuple[tuple[str, str], ...] = ()
     # The call's metadata as the boundary read it: grpc.aio builds a new tuple on every invocation_metadata().
     metadata: Metadata | None = field(default=None, repr=False)
     token: contextvars.Token[CallRecord | None] | None = field(default=None, repr=False)
