@@ -128,11 +128,10 @@ async def test_the_upstream_client_takes_its_defaults_from_the_settings() -> Non
     api = LaunchAPI(settings.upstream, FakeClock())
     await api.start()
     try:
-        assert api.session.connector is not None
         upstream = settings.upstream
         shares = (upstream.max_connections, upstream.max_stream_connections, upstream.max_lookup_connections)
         assert shares == (1024, 256, 32)
-        assert api.session.connector.limit == sum(shares) + 1  # and one for the readiness probe
+        assert [share.size for share in api.shares] == [*shares, 1]  # and one for the readiness probe
     finally:
         await api.close()
 

@@ -15,7 +15,7 @@ from tests.docs import ROOT, fenced, read
 DOC = read("docs/architecture.md")
 PACKAGE = ROOT / "launch_gateway"
 SERVER = "launch_gateway.server"
-IMPURE = ("grpc", "grpc_status", "grpc_health", "grpc_reflection", "aiohttp", "redis", "yarl")
+IMPURE = ("grpc", "grpc_status", "grpc_health", "grpc_reflection", "aiohttp", "httptools", "redis", "yarl")
 
 
 def drawn_tree() -> dict[str, str]:

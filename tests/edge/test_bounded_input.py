@@ -125,9 +125,9 @@ async def test_a_caller_value_in_a_message_is_cut_short(stack: Stack) -> None:
     assert len(details) < 200
 
 
-async def test_task_polls_leave_nothing_in_the_url_cache(stack: Stack) -> None:
-    # Every task id makes a poll's URL unique: caching them only held on to caller input.
-    cached = len(stack.gateway.api._urls)
+async def test_task_polls_leave_nothing_in_the_target_cache(stack: Stack) -> None:
+    # Every task id makes a poll's request target unique: caching them only held on to caller input.
+    cached = len(stack.gateway.api._targets)
     for n in range(20):
         await stack.stub.GetAsyncTask(pb.GetAsyncTaskRequest(task_id=f"task-{n:04d}-" + "x" * 200), timeout=10)
-    assert len(stack.gateway.api._urls) == cached
+    assert len(stack.gateway.api._targets) == cached

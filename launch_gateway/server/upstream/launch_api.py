@@ -1,7 +1,7 @@
-"""The Launch HTTP API client: one pooled aiohttp session per upstream, one method per route.
+"""The Launch HTTP API client: one keep-alive connection pool per upstream (`http1`), one method per route.
 
 Methods take bodies already encoded (`translate`) and return parsed JSON; every failure leaves as
-a `GatewayError`. aiohttp's exceptions are mapped to ours in exactly one place
+a `GatewayError`. The transport's failures are mapped to ours in exactly one place
 (`_transport_errors`), and non-2xx answers through the one HTTP table in `http_errors`.
 
 Every request's attempts go through the one retry loop (`launch_gateway.server.upstream.retries`:
@@ -12,6 +12,7 @@ calls, lookups and the readiness probe each have their own, so none of them can 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import random
@@ -19,10 +20,7 @@ import ssl
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
-
-import aiohttp
-from yarl import URL
+from urllib.parse import quote, urlencode
 
 from launch_gateway.server.clock import Clock
 from launch_gateway.server.errors import (
@@ -36,6 +34,7 @@ from launch_gateway.server.errors import (
     UpstreamUnavailable,
 )
 from launch_gateway.server.settings import UpstreamSettings
+from launch_gateway.server.upstream import http1
 from launch_gateway.server.upstream.breaker import CircuitBreaker
 from launch_gateway.server.upstream.http_errors import error_from_http, parse_retry_after
 from launch_gateway.server.upstream.retries import Attempts, RetryPolicy
@@ -69,28 +68,30 @@ class UpstreamCall:
 
 
 @contextlib.contextmanager
-def _transport_errors(method: str, route: str, timeout: float) -> Iterator[None]:
-    """Map aiohttp's and asyncio's failures for one request to GatewayErrors."""
+def _transport_errors(method: str, route: str, timeout: float, max_body: int) -> Iterator[None]:
+    """Map the transport's and asyncio's failures for one request to GatewayErrors."""
     where = f"upstream {method} {route}"
     try:
         yield
     except GatewayError:
         raise
-    except aiohttp.ConnectionTimeoutError as exc:
+    except http1.ConnectTimeout as exc:
         raise ConnectFailed(
             f"{where}: no connection within the connect timeout (the upstream does not accept connections)"
         ) from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+    except TimeoutError as exc:
         raise UpstreamTimeout(f"{where}: no answer within {timeout:.3g} s") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise ConnectFailed(f"{where}: cannot connect ({exc.os_error.strerror or exc})") from exc
-    except aiohttp.ClientPayloadError as exc:
+    except http1.ConnectFailed as exc:
+        raise ConnectFailed(f"{where}: cannot connect ({exc})") from exc
+    except http1.Truncated as exc:
         raise UpstreamUnavailable(f"{where}: the response was cut off") from exc
-    except aiohttp.ServerDisconnectedError as exc:
+    except http1.Disconnected as exc:
         raise UpstreamUnavailable(f"{where}: the server closed the connection") from exc
-    except aiohttp.ClientResponseError as exc:
-        raise UpstreamUnavailable(f"{where}: bad HTTP response ({exc.message})") from exc
-    except (aiohttp.ClientError, OSError) as exc:
+    except http1.BadResponse as exc:
+        raise UpstreamUnavailable(f"{where}: {exc}") from exc
+    except http1.BodyTooLarge as exc:
+        raise UpstreamTooLarge(f"{where} answered more than upstream.max_body_bytes ({max_body} bytes)") from exc
+    except OSError as exc:
         raise UpstreamUnavailable(f"{where}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -115,10 +116,10 @@ _URL_ENTRIES = 1024  # the URL cache: at most this many entries...
 _URL_KEY_CHARS = 512  # ...of at most this many characters of route and query each
 
 
-def raise_for_status(method: str, route: str, response: aiohttp.ClientResponse, body: bytes) -> None:
+def raise_for_status(method: str, route: str, response: http1.Response | http1.StreamedResponse, body: bytes) -> None:
     """Raise the error for a non-2xx answer, through the one HTTP table; nothing for a 2xx."""
     if response.status >= 300:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise error_from_http(method, route, response.status, body, retry_after)
 
 
@@ -148,54 +149,46 @@ class LaunchAPI:
         self._lookups = ConnectionShare("upstream.max_lookup_connections", lookups, "other lookups")
         self._probes = ConnectionShare("readiness probe connections", 1, "another probe")
         self._connect_timeout = settings.connect_timeout
-        self._ssl: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=settings.ca_file) if settings.ca_file else True
-        )
-        self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[tuple[str, ...], URL] = {}
+        self._ca_file = settings.ca_file
+        self._http: http1.Upstream | None = None
+        self._targets: dict[tuple[str, ...], str] = {}
 
     async def start(self) -> None:
-        # Sized to the shares' sum: each share bounds its own, so the connector never makes one kind wait for another.
-        limit = sum(share.size for share in (self._calls, self._streams, self._lookups, self._probes))
-        connector = aiohttp.TCPConnector(limit=limit, ssl=self._ssl, keepalive_timeout=30, enable_cleanup_closed=False)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers={"User-Agent": "launch-gateway"},
-            json_serialize=json.dumps,
-            skip_auto_headers=("Accept-Encoding",),
-        )
+        # Concurrency is bounded by the shares; the pool keeps the idle connections for reuse.
+        context = ssl.create_default_context(cafile=self._ca_file or None) if self._base.startswith("https") else None
+        self._http = http1.Upstream(self._base, ssl_context=context, connect_timeout=self._connect_timeout)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def http(self) -> http1.Upstream:
+        if self._http is None:
             raise RuntimeError("LaunchAPI.start() was not called")
-        return self._session
+        return self._http
 
-    def _timeout(self, total: float | None, sock_read: float | None = None) -> aiohttp.ClientTimeout:
-        # `connect` bounds connecting (and the connector's own queue, which the shares keep empty).
-        connect = self._connect_timeout if total is None else min(self._connect_timeout, total)
-        return aiohttp.ClientTimeout(total=total, connect=connect, sock_read=sock_read)
+    @property
+    def shares(self) -> tuple[ConnectionShare, ...]:
+        """The pool's shares: unary calls, streams, lookups, the readiness probe."""
+        return (self._calls, self._streams, self._lookups, self._probes)
 
-    def _url(self, route: str, params: Mapping[str, str], cached: bool = True) -> URL:
-        """The request URL, built once per route and query: parsing and encoding it per call is waste.
+    def _target(self, route: str, params: Mapping[str, str], cached: bool = True) -> str:
+        """The request target (path and query), built once per route and query: encoding it per call is waste.
 
         Bounded in bytes, not only in entries: a key longer than `_URL_KEY_CHARS` is built and not kept,
-        and a URL used once (a task's poll: `cached=False`) is never kept.
+        and a target used once (a task's poll: `cached=False`) is never kept.
         """
         key = (route, *(f"{k}={v}" for k, v in params.items()))
-        url = self._urls.get(key)
-        if url is None:
-            url = URL(self._base + route).with_query(params)
+        target = self._targets.get(key)
+        if target is None:
+            target = f"{route}?{urlencode(params, quote_via=quote)}" if params else route
             if cached and sum(map(len, key)) <= _URL_KEY_CHARS:
-                if len(self._urls) >= _URL_ENTRIES:
-                    self._urls.clear()
-                self._urls[key] = url
-        return url
+                if len(self._targets) >= _URL_ENTRIES:
+                    self._targets.clear()
+                self._targets[key] = target
+        return target
 
     @contextlib.contextmanager
     def _exchange(self, method: str, route: str, template: str, timeout: float, attempt: int) -> Iterator[_Outcome]:
@@ -207,7 +200,7 @@ class LaunchAPI:
         started = self._clock.now()
         failure: BaseException | None = None
         try:
-            with _transport_errors(method, route, timeout):
+            with _transport_errors(method, route, timeout, self._max_body):
                 yield outcome
         except BaseException as exc:
             failure = exc
@@ -218,22 +211,6 @@ class LaunchAPI:
             if self._observe is not None:
                 status = str(outcome.status) if outcome.status is not None else "error"
                 self._observe(template, status, self._clock.now() - started)
-
-    async def _read(self, response: aiohttp.ClientResponse, where: str) -> bytes:
-        """The body, refused past `max_body_bytes` without reading the rest."""
-        length = response.content_length
-        if length is not None and length <= self._max_body:
-            return await response.read()
-        chunks, size = [], 0
-        if length is None or length <= self._max_body:
-            async for chunk in response.content.iter_chunked(64 * 1024):
-                size += len(chunk)
-                if size > self._max_body:
-                    break
-                chunks.append(chunk)
-            else:
-                return b"".join(chunks)
-        raise UpstreamTooLarge(f"{where} answered more than upstream.max_body_bytes ({self._max_body} bytes)")
 
     async def _json(
         self,
@@ -258,17 +235,13 @@ class LaunchAPI:
             async with (share or self._calls).slot(min(self._connect_timeout, budget), where):
                 budget -= self._clock.now() - asked
                 with self._exchange(method, route, template or route, budget, attempt) as outcome:
-                    async with self.session.request(
-                        method,
-                        self._url(route, params, cached=template is None),  # a templated route is one task's
-                        data=body,
-                        headers=outcome.headers(call, _JSON_HEADERS),
-                        timeout=self._timeout(budget),
-                    ) as response:
-                        outcome.status = response.status
-                        raw = await self._read(response, where)
-                        raise_for_status(method, route, response, raw)
-                        content_type = response.content_type
+                    target = self._target(route, params, cached=template is None)  # a templated route is one task's
+                    headers = outcome.headers(call, _JSON_HEADERS)
+                    async with asyncio.timeout(budget):
+                        response, raw = await self.http.request(method, target, headers, body, self._max_body)
+                    outcome.status = response.status
+                    raise_for_status(method, route, response, raw)
+                    content_type = response.content_type
             try:
                 return json.loads(raw)
             except ValueError as exc:
@@ -278,20 +251,14 @@ class LaunchAPI:
 
     async def probe(self, within: float, authorization: str | None = None) -> bool:
         """Whether the upstream answers HTTP at all (below 500): readiness, not correctness."""
+        target = self._target("/v1/model-endpoints", {"name": PROBE_NAME})
+        headers = {"Authorization": authorization} if authorization else {}
         try:
-            async with (
-                self._probes.slot(within, "the readiness probe"),
-                self.session.get(
-                    self._base + "/v1/model-endpoints",
-                    params={"name": PROBE_NAME},
-                    headers={"Authorization": authorization} if authorization else None,
-                    timeout=self._timeout(within),
-                ) as response,
-            ):
-                await response.read()
-                return response.status < 500
-        except (aiohttp.ClientError, OSError, TimeoutError, PoolFull):
+            async with self._probes.slot(within, "the readiness probe"), asyncio.timeout(within):
+                response, _ = await self.http.request("GET", target, headers, None, self._max_body)
+        except (http1.HTTPFailure, OSError, TimeoutError, PoolFull):
             return False
+        return response.status < 500
 
     async def find_endpoint(self, name: str, call: UpstreamCall) -> Mapping[str, Any] | None:
         """The record of the endpoint called `name`, or None (Launch answers an empty list)."""
@@ -346,31 +313,26 @@ class LaunchAPI:
         """
         route = "/v1/streaming-tasks"
 
-        async def send(_budget: float, attempt: int) -> aiohttp.ClientResponse:
+        async def send(_budget: float, attempt: int) -> http1.StreamedResponse:
             return await self._open_stream(route, endpoint_id, body, call, attempt)
 
         # The share is held for the stream's life: it is what bounds open streams, and a full one is no failure.
         async with self._streams.slot(self._connect_timeout, f"upstream POST {route}"):
             response = await self._attempts.run(call.timeout, False, send, count_timeouts=call.own_timeout)
-            with _transport_errors("POST", route, call.timeout):
-                async with response:
+            try:
+                with _transport_errors("POST", route, call.timeout, self._max_body):
                     if response.content_type != "text/event-stream":
                         raise UpstreamProtocolError(
                             f"upstream POST {route} answered {response.content_type or 'no content type'}, "
                             "not text/event-stream"
                         )
                     parser = SSEParser()
-                    content = response.content
                     try:
-                        while chunk := await content.readany():
+                        # The complete events that came before a cut are read first, then the cut is raised.
+                        while chunk := await response.chunk(call.timeout):
                             for data in parser.feed(chunk):
                                 yield data
-                    except aiohttp.ClientPayloadError as exc:
-                        # The connection was cut. aiohttp raises that before handing over what it had already
-                        # buffered, so take those bytes first: complete events sent before the cut stand.
-                        # (`_read_nowait` is private; aiohttp is pinned and a test covers this.)
-                        for data in parser.feed(content._read_nowait(-1)):
-                            yield data
+                    except http1.Truncated as exc:
                         where = "mid-event" if parser.pending else "between events"
                         raise UpstreamUnavailable(
                             f"upstream POST {route}: upstream stream truncated {where}",
@@ -378,28 +340,30 @@ class LaunchAPI:
                         ) from exc
                     except EventTooLarge as exc:
                         raise EventTooLarge(f"upstream POST {route}: {exc.message}") from exc
-                    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                    except TimeoutError as exc:
                         raise UpstreamTimeout(f"upstream POST {route}: no event for {call.timeout:.3g} s") from exc
                     if parser.pending:
                         raise UpstreamUnavailable(
                             f"upstream POST {route}: upstream stream truncated mid-event",
                             reason="UPSTREAM_STREAM_TRUNCATED",
                         )
+            finally:
+                response.release()  # a stream left before its end closes its connection: the model stops
 
     async def _open_stream(
         self, route: str, endpoint_id: str, body: bytes, call: UpstreamCall, attempt: int
-    ) -> aiohttp.ClientResponse:
+    ) -> http1.StreamedResponse:
         """POST the stream request and wait for its headers; non-2xx answers become errors here."""
         with self._exchange("POST", route, route, call.timeout, attempt) as outcome:
-            response = await self.session.post(
-                self._url(route, {"model_endpoint_id": endpoint_id}),
-                data=body,
-                headers=outcome.headers(call, _SSE_HEADERS),
-                timeout=self._timeout(None, sock_read=call.timeout),
-            )
+            target = self._target(route, {"model_endpoint_id": endpoint_id})
+            async with asyncio.timeout(call.timeout):
+                response = await self.http.open("POST", target, outcome.headers(call, _SSE_HEADERS), body)
             outcome.status = response.status
             if response.status >= 300:
-                async with response:
-                    raw = await self._read(response, f"upstream POST {route}")
+                try:
+                    async with asyncio.timeout(call.timeout):
+                        raw = await response.read(self._max_body)
+                finally:
+                    response.release()
                 raise_for_status("POST", route, response, raw)
             return response
