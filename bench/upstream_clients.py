@@ -8,7 +8,7 @@ slow spell of the machine hits all of them; the table shows median [min-max].
 
     (a) aiohttp-gateway  aiohttp as `launch_gateway.server.upstream.launch_api` uses it
     (b) aiohttp-bare     `session.post`, no per-request timeout, default session
-    (c) httptools        `H1Pool` below: llhttp parsing, asyncio.Protocol, keep-alive pool
+    (c) httptools        the gateway's own client (`upstream.http1`): llhttp parsing, asyncio.Protocol, keep-alive pool
     (d) pyreqwest        Rust reqwest/hyper behind a Tokio thread
     (e) aiosonic         pure-Python client
 
@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import aiohttp
 import uvloop
@@ -132,180 +131,28 @@ class AiohttpBare:
         await self._session.close()
 
 
-# --- (c): httptools -----------------------------------------------------------------------------
-
-
-class UpstreamClosed(ConnectionError):
-    """The server closed the connection before the response was complete."""
-
-
-class _H1Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection, one exchange at a time, the response parsed by llhttp (httptools)."""
-
-    def __init__(self, max_body: int) -> None:
-        import httptools
-
-        self._parser = httptools.HttpResponseParser(self)
-        self._parser_error = httptools.HttpParserError
-        self._max_body = max_body
-        self.transport: asyncio.Transport | None = None
-        self.reusable = False  # connected, idle, and the last response allowed keep-alive
-        self.used = False
-        self._waiter: asyncio.Future[tuple[int, dict[str, str], bytes]] | None = None
-        self._reset()
-
-    def _reset(self) -> None:
-        self._headers: dict[str, str] = {}
-        self._body: list[bytes] = []
-        self._size = 0
-        self._received = False
-        self._headers_done = False
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.reusable = True
-
-    def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():
-            self.close()  # bytes nobody asked for: the connection is out of step
-            return
-        self._received = True
-        try:
-            self._parser.feed_data(data)
-        except self._parser_error as exc:
-            self._fail(UpstreamClosed(f"bad HTTP response: {exc}"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.reusable = False
-        if self._waiter is None or self._waiter.done():
-            return
-        framed = "content-length" in self._headers or "chunked" in self._headers.get("transfer-encoding", "")
-        if self._headers_done and not framed:  # a body delimited by the end of the connection
-            self.on_message_complete()
-        else:
-            self._fail(UpstreamClosed("the server closed the connection" + (" mid-response" if self._received else "")))
-
-    # httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-
-    def on_headers_complete(self) -> None:
-        self._headers_done = True
-
-    def on_body(self, body: bytes) -> None:
-        self._size += len(body)
-        if self._size > self._max_body:
-            self._fail(UpstreamClosed(f"response body over {self._max_body} bytes"))
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return
-        self.reusable = self.reusable and self._parser.should_keep_alive()
-        waiter.set_result((self._parser.get_status_code(), self._headers, b"".join(self._body)))
-        if not self.reusable:
-            self.close()
-
-    def _fail(self, exc: Exception) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc)
-        self.close()
-
-    def close(self) -> None:
-        self.reusable = False
-        if self.transport is not None:
-            self.transport.close()
-
-    async def exchange(self, data: bytes) -> tuple[int, dict[str, str], bytes]:
-        assert self.transport is not None, "exchange before connection_made"
-        self._reset()
-        self._waiter = asyncio.get_running_loop().create_future()
-        self.used = True
-        self.transport.write(data)
-        return await self._waiter
+# --- (c): the gateway's own client (launch_gateway.server.upstream.http1, on httptools) -------------
 
 
 class H1Pool:
-    """A keep-alive HTTP/1.1 client for one origin: at most `limit` connections, idle ones reused LIFO.
-
-    Requests carry Content-Length bodies; responses may be sized, chunked or delimited by EOF (not
-    HEAD: llhttp would wait for the body the headers announce). A response without keep-alive
-    (`Connection: close`, HTTP/1.0) closes its connection. A timeout or any failure closes the
-    connection it was on. An idempotent request that finds a reused connection closed before any byte
-    of the answer is retried once on a new one, as aiohttp does; a POST is not.
-    """
+    """`launch_gateway.server.upstream.http1.Upstream`, the client the gateway uses since this comparison."""
 
     name = "httptools"
 
-    def __init__(self, base: str, ssl_context: ssl.SSLContext | None = None, limit: int = POOL_LIMIT) -> None:
-        parts = urlsplit(base)
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._ssl = (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
-        default_port = self._port == (443 if self._ssl else 80)
-        self._host_line = (
-            f"Host: {self._host}{'' if default_port else f':{self._port}'}\r\nUser-Agent: {USER_AGENT}\r\n"
-        )
-        self._idle: list[_H1Connection] = []
-        self._slots = asyncio.Semaphore(limit)
-        self._max_body = 8 * 1024 * 1024
+    def __init__(self, base: str, ssl_context: ssl.SSLContext | None = None) -> None:
+        from launch_gateway.server.upstream import http1
 
-    def _encode(self, method: str, target: str, headers: Mapping[str, str], body: bytes | None) -> bytes:
-        lines = [f"{method} {target} HTTP/1.1\r\n", self._host_line]
-        for name, value in headers.items():
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-                raise ValueError(f"header {name!r} holds a line break")
-            lines.append(f"{name}: {value}\r\n")
-        if body is not None or method in ("POST", "PUT", "PATCH"):
-            lines.append(f"Content-Length: {len(body or b'')}\r\n")
-        lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
-        return head + body if body else head
-
-    async def _connect(self) -> _H1Connection:
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            _, protocol = await loop.create_connection(
-                lambda: _H1Connection(self._max_body), self._host, self._port, ssl=self._ssl
-            )
-        return protocol
-
-    def _take_idle(self) -> _H1Connection | None:
-        while self._idle:
-            connection = self._idle.pop()
-            if connection.reusable:
-                return connection
-        return None
+        self._pool = http1.Upstream(base, ssl_context=ssl_context, connect_timeout=CONNECT_TIMEOUT)
 
     async def request(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes | None, budget: float
     ) -> tuple[int, Mapping[str, str], bytes]:
-        data = self._encode(method, target, headers, body)
-        async with self._slots, asyncio.timeout(budget):
-            for attempt in (0, 1):
-                connection = self._take_idle() or await self._connect()
-                reused = connection.used
-                try:
-                    answer = await connection.exchange(data)
-                except UpstreamClosed as exc:
-                    retry = attempt == 0 and reused and "mid-response" not in str(exc) and method in ("GET", "HEAD")
-                    if retry:
-                        continue
-                    raise
-                except BaseException:
-                    connection.close()  # cancelled or timed out mid-exchange: the connection is out of step
-                    raise
-                if connection.reusable:
-                    self._idle.append(connection)
-                return answer
-        raise AssertionError("unreachable")
+        async with asyncio.timeout(budget):
+            response, data = await self._pool.request(method, target, headers, body, 8 * 1024 * 1024)
+        return response.status, response.headers, data
 
     async def close(self) -> None:
-        for connection in self._idle:
-            connection.close()
-        self._idle.clear()
+        await self._pool.close()
 
 
 # --- (d), (e): pyreqwest, aiosonic --------------------------------------------------------------
