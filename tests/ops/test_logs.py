@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 
 import grpc
 import pytest
 
-from launch_gateway.server.observability.logs import JsonFormatter
+from launch_gateway.server.observability.logs import JsonFormatter, access, configure_logging, flush_logs
 from launch_gateway.testing.local_launch import LocalLaunchServer
 from launch_gateway.v1 import endpoint_service_pb2 as pb
 from launch_gateway.v1 import endpoint_service_pb2_grpc as pb_grpc
@@ -85,3 +87,35 @@ async def test_human_log_format_writes_key_value_lines(serve_process: ServeFacto
     assert "method=Predict" in line
     assert "grpc_code=OK" in line
     assert not line.lstrip().startswith("{")  # not JSON
+
+
+@pytest.mark.parametrize("fmt", ["json", "human"])
+def test_the_direct_access_line_is_the_line_a_record_would_make(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    fields = {"method": "Predict", "grpc_code": "OK", "duration_ms": 1.5, "tenant": "", "request_id": "a b"}
+    try:
+        configure_logging("INFO", fmt)
+        access(fields)  # the handler configure_logging made is the only one: formatted at once, no record
+        logging.getLogger("launch_gateway.access").info("rpc", extra={"fields": fields})  # the record path
+        flush_logs()
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    direct, recorded = stream.getvalue().splitlines()
+    if fmt == "json":
+        direct_fields, recorded_fields = json.loads(direct), json.loads(recorded)
+        assert direct_fields.pop("time")[:19] == recorded_fields.pop("time")[:19]
+        assert (
+            direct_fields
+            == recorded_fields
+            == {"level": "info", "logger": "launch_gateway.access", "message": "rpc", **fields}
+        )
+    else:
+        assert (
+            direct[24:]
+            == recorded[24:]
+            == 'INFO launch_gateway.access: rpc method=Predict grpc_code=OK duration_ms=1.5 request_id="a b"'
+        )

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import re
 import sys
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 ACCESS = logging.getLogger("launch_gateway.access")
 
@@ -30,19 +30,18 @@ class JsonFormatter(logging.Formatter):
             self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
 
+    def line(self, created: float, level: str, logger: str, message: str, fields: Mapping[str, Any]) -> str:
+        """The line for these parts: what `format` writes for a record, and the access log directly."""
+        entry: dict[str, Any] = {"time": self._time(created), "level": level, "logger": logger, "message": message}
+        entry.update(fields)
+        return json.dumps(entry, separators=(",", ":"), default=str)
+
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": self._time(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
         fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            line.update(fields)
+        extra = dict(fields) if isinstance(fields, dict) else {}
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, separators=(",", ":"), default=str)
+            extra["exception"] = self.formatException(record.exc_info)
+        return self.line(record.created, record.levelname.lower(), record.name, record.getMessage(), extra)
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9._:/@+-]+")
@@ -63,35 +62,101 @@ class HumanFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    @staticmethod
+    def _fields(fields: Mapping[str, Any]) -> str:
+        shown = " ".join(f"{k}={human_value(v)}" for k, v in fields.items() if v not in (None, ""))
+        return f" {shown}" if shown else ""
+
+    def line(self, created: float, level: str, logger: str, message: str, fields: Mapping[str, Any]) -> str:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+        return f"{stamp},{int((created % 1) * 1000):03d} {level.upper()} {logger}: {message}{self._fields(fields)}"
+
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            text += " " + " ".join(f"{k}={human_value(v)}" for k, v in fields.items() if v not in (None, ""))
+            text += self._fields(fields)
         return text
 
 
-class BufferedHandler(logging.handlers.MemoryHandler):
-    """Lines are written in batches: when 512 are waiting, at a warning or worse, and on `flush()`.
+Formatter = JsonFormatter | HumanFormatter
+CAPACITY = 512  # lines held before they are written
+
+
+class BufferedHandler(logging.Handler):
+    """Each record is formatted as it comes; the lines are written in batches: when `CAPACITY` are
+    waiting, at a warning or worse, and on `flush()`.
 
     One write per line would be a system call per RPC; the server also flushes every
-    `FLUSH_INTERVAL` seconds, so a quiet gateway's lines are not held back for long.
+    `FLUSH_INTERVAL` seconds, so a quiet gateway's lines are not held back for long. Lines, not
+    records, are held: a record kept for a batch outlives the young generation and makes the
+    garbage collector's older generations work.
     """
 
-    def __init__(self, target: logging.Handler) -> None:
-        super().__init__(capacity=512, flushLevel=logging.WARNING, target=target, flushOnClose=True)
+    def __init__(self, stream: TextIO, formatter: Formatter) -> None:
+        super().__init__()
+        self.setFormatter(formatter)
+        self.formatter_of_lines = formatter
+        self._stream = stream
+        self._lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+            return
+        if len(self._lines) >= CAPACITY or record.levelno >= logging.WARNING:
+            self.flush()
+
+    def write(self, line: str) -> None:
+        """One line formatted by the caller (the access log's)."""
+        with self.lock:  # type: ignore[union-attr]  # logging.Handler always makes its lock
+            self._lines.append(line)
+            if len(self._lines) >= CAPACITY:
+                self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if not self._lines:
+                return
+            text = "\n".join(self._lines) + "\n"
+            self._lines.clear()
+            try:
+                self._stream.write(text)
+                self._stream.flush()
+            except (OSError, ValueError):  # stderr closed or gone: nothing better to do with a log line
+                pass
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
 
 
 FLUSH_INTERVAL = 0.5
+_handler: BufferedHandler | None = None  # the one configure_logging installed
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Send every log record to stderr in the chosen format, in batches (replaces earlier handlers)."""
-    stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(JsonFormatter() if fmt == "json" else HumanFormatter())
+    global _handler
+    _handler = BufferedHandler(sys.stderr, JsonFormatter() if fmt == "json" else HumanFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [BufferedHandler(stream)]
+    root.handlers[:] = [_handler]
     root.setLevel(level.upper())
+
+
+def access(fields: Mapping[str, Any]) -> None:
+    """One access-log line (INFO on `launch_gateway.access`), the cheap way when `configure_logging` set the
+    handler: formatted and buffered at once, with no LogRecord. Otherwise (an embedding program's own
+    logging, tests' capture) an ordinary record, so its handlers see it."""
+    if not ACCESS.isEnabledFor(logging.INFO):
+        return
+    handler = _handler
+    if handler is not None and logging.getLogger().handlers == [handler] and not ACCESS.handlers:
+        handler.write(handler.formatter_of_lines.line(time.time(), "info", ACCESS.name, "rpc", fields))
+    else:
+        ACCESS.info("rpc", extra={"fields": fields})
 
 
 def flush_logs() -> None:

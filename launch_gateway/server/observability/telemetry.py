@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 from launch_gateway.server.errors import Code, ErrorClass
 from launch_gateway.server.headers import Metadata, usable_request_id
 from launch_gateway.server.limits.concurrency import Kind
-from launch_gateway.server.observability.logs import ACCESS
+from launch_gateway.server.observability.logs import access
 from launch_gateway.server.observability.metrics import GRPC_CODE_NAMES, OTHER, Metrics, RpcMeter, TenantUsage
 
 if TYPE_CHECKING:  # imported only when tracing is on (it needs the tracing extra)
@@ -88,20 +87,17 @@ class CallRecord:
             with contextlib.suppress(ValueError):
                 _current.reset(self.token)
             self.token = None
-        if self.telemetry.access_log and ACCESS.isEnabledFor(logging.INFO):
-            ACCESS.info(
-                "rpc",
-                extra={
-                    "fields": {
-                        "method": self.method,
-                        "endpoint": self.endpoint,
-                        "tenant": self.tenant,
-                        "grpc_code": GRPC_CODE_NAMES[code],
-                        "duration_ms": round(seconds * 1000, 3),
-                        "upstream_status": self.upstream_status,
-                        "request_id": self.request_id,
-                    }
-                },
+        if self.telemetry.access_log:
+            access(
+                {
+                    "method": self.method,
+                    "endpoint": self.endpoint,
+                    "tenant": self.tenant,
+                    "grpc_code": GRPC_CODE_NAMES[code],
+                    "duration_ms": round(seconds * 1000, 3),
+                    "upstream_status": self.upstream_status,
+                    "request_id": self.request_id,
+                }
             )
 
 
