@@ -372,7 +372,9 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         started = self._clock.now()
         async with self._admit(context, self._timeouts.stream_idle, endpoint=name) as scope:
 
-            async def open_stream(endpoint: pb.Endpoint) -> tuple[AsyncGenerator[bytes, None], bytes | None]:
+            async def open_stream(
+                endpoint: pb.Endpoint,
+            ) -> tuple[AsyncGenerator[list[bytes], None], list[bytes] | None]:
                 body = to_upstream_body(request.request, endpoint.kind)
                 events = self._api.stream(endpoint.id, body, scope.task_call(request.request))
                 # Read the first event here, so a 404 on opening still takes the stale-cache path.
@@ -400,14 +402,16 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             events_counter = metrics.child(metrics.stream_events, label)
             try:
                 metrics.child(metrics.first_event, label).observe(self._clock.now() - started)
-                relayed += 1
-                yield to_message(first)
-                async for message in messages:
+                for data in first:
                     relayed += 1
-                    if relayed == 256:
-                        events_counter.inc(relayed)
-                        relayed = 0
-                    yield message
+                    yield to_message(data)
+                async for batch in messages:
+                    for message in batch:
+                        relayed += 1
+                        if relayed >= 256:
+                            events_counter.inc(relayed)
+                            relayed = 0
+                        yield message
             finally:
                 events_counter.inc(relayed)
                 await messages.aclose()

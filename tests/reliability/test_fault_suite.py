@@ -313,12 +313,14 @@ async def test_events_sent_before_a_cut_stand_when_the_gateway_reads_them_late(r
     await api.start()
     events = api.stream("end_1", b"{}", UpstreamCall(authorization=None, timeout=5.0))
     try:
-        received = [await anext(events)]
+        received = await anext(events)  # the events of one read
         first_read.set()
         await closed.wait()
         await asyncio.sleep(0.1)  # nothing signals that the gateway's side has read the close: give it time
+        batches: list[list[bytes]] = []
         with pytest.raises(UpstreamUnavailable) as caught:
-            await collect(events, received)
+            await collect(events, batches)
+        received += [data for batch in batches for data in batch]
     finally:
         await events.aclose()
         await api.close()

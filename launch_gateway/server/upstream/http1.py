@@ -33,8 +33,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-_HIGH_WATER = 256 * 1024  # a streamed body's bytes buffered ahead of its reader before reading pauses
-_LOW_WATER = 64 * 1024
+_HIGH_WATER = 64 * 1024  # a streamed body's bytes buffered ahead of its reader before reading pauses
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 

@@ -303,8 +303,10 @@ class LaunchAPI:
         template = "/v1/async-tasks/{task_id}"
         return await self._json("GET", route, call, params={}, template=template, idempotent=True)
 
-    async def stream(self, endpoint_id: str, body: bytes, call: UpstreamCall) -> AsyncGenerator[bytes, None]:
-        """`POST /v1/streaming-tasks`: each event's `data`, the moment its blank line arrives.
+    async def stream(self, endpoint_id: str, body: bytes, call: UpstreamCall) -> AsyncGenerator[list[bytes], None]:
+        """`POST /v1/streaming-tasks`: the `data` of the events each read completed, the moment it arrives
+        (one list per read that completed any: a fast model's events come many to a read, and handing them
+        on one by one would cost a generator step and a queue hop each).
 
         `call.timeout` is the longest quiet time allowed between two reads, not a total (opening the
         stream, retries included, is one such wait). A stream that ends inside an event was cut off
@@ -330,8 +332,8 @@ class LaunchAPI:
                     try:
                         # The complete events that came before a cut are read first, then the cut is raised.
                         while chunk := await response.chunk(call.timeout):
-                            for data in parser.feed(chunk):
-                                yield data
+                            if events := parser.feed(chunk):
+                                yield events
                     except http1.Truncated as exc:
                         where = "mid-event" if parser.pending else "between events"
                         raise UpstreamUnavailable(

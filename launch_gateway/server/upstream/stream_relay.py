@@ -19,7 +19,7 @@ from typing import Generic, TypeVar, cast
 
 T = TypeVar("T")
 
-READ_AHEAD = 16  # events held per stream at most, between the upstream and the caller
+READ_AHEAD = 4  # reads (each some events, at most ~64 KiB) held per stream at most, between the upstream and the caller
 
 
 class _Failure:
@@ -31,22 +31,29 @@ _END = object()
 
 
 class Relay(Generic[T]):
-    """`convert(data)` for each event of `events`, read up to `depth` events ahead of the consumer.
+    """`convert(data)` for each event of `events` (lists of events, as the upstream's reads give them),
+    read up to `depth` reads ahead of the consumer, which gets a list of converted events at a time.
 
     Iterate it, and `aclose()` it however the iteration ends: that closes `events`.
     """
 
     def __init__(
-        self, events: AsyncGenerator[bytes, None], convert: Callable[[bytes], T], depth: int = READ_AHEAD
+        self, events: AsyncGenerator[list[bytes], None], convert: Callable[[bytes], T], depth: int = READ_AHEAD
     ) -> None:
         self._queue: asyncio.Queue[object] = asyncio.Queue(depth)
         self._ended = False
         self._reader = asyncio.create_task(self._read(events, convert))
 
-    async def _read(self, events: AsyncGenerator[bytes, None], convert: Callable[[bytes], T]) -> None:
+    async def _read(self, events: AsyncGenerator[list[bytes], None], convert: Callable[[bytes], T]) -> None:
         try:
-            async for data in events:
-                await self._queue.put(convert(data))
+            async for batch in events:
+                converted: list[T] = []
+                try:
+                    for data in batch:
+                        converted.append(convert(data))
+                finally:
+                    if converted:  # the events before one that fails are still delivered, first
+                        await self._queue.put(converted)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # delivered in order, after the events read before it
@@ -59,7 +66,7 @@ class Relay(Generic[T]):
     def __aiter__(self) -> Relay[T]:
         return self
 
-    async def __anext__(self) -> T:
+    async def __anext__(self) -> list[T]:
         if self._ended:
             raise StopAsyncIteration
         item = await self._queue.get()
@@ -69,7 +76,7 @@ class Relay(Generic[T]):
         if isinstance(item, _Failure):
             self._ended = True
             raise item.error
-        return cast(T, item)
+        return cast(list[T], item)
 
     async def aclose(self) -> None:
         """Stop reading, and return once the reader has closed the upstream stream (at once if it has)."""
