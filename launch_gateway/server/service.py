@@ -188,6 +188,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
         admission = await self._gate.limit(caller, endpoint, record.kind)
         try:
             call = await self._start(context, metadata, caller, record, admission, default_timeout)
+            record.metadata = None  # read: not kept for the call's life (a wait's may last minutes)
             yield Scope(edge, caller, call, task)
         finally:
             admission.release()
@@ -354,7 +355,7 @@ class EndpointService(pb_grpc.EndpointServiceServicer):
             upstream_id = scope.task.upstream_id
             response = await self._waits.wait(
                 f"{scope.caller.name}/{scope.credential.scope}/{upstream_id}",
-                lambda: self._poll(request.task_id, upstream_id, poll_call),
+                functools.partial(self._poll, request.task_id, upstream_id, poll_call),  # lighter than a closure
                 wait,
                 deadline=deadline,
                 task=(scope.caller.name, upstream_id),  # what Launch's callback for it wakes

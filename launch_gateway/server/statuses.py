@@ -216,6 +216,7 @@ async def _guarded(
     record.metadata = metadata
     tracing = svc.telemetry.tracing
     span = tracing.server_span(method, metadata) if tracing is not None else None  # None: tracing is off
+    del metadata  # the record holds it until admission has read it; this frame lives as long as the call
     task = asyncio.current_task()
     svc.drain.enter(task, stream=kind == "stream")
     code = Code.OK

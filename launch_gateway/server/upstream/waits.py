@@ -21,6 +21,7 @@ UpstreamTimeout, naming the deadline, rather than with grpc-core's bare DEADLINE
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,22 @@ class _Loop:
     task_key: tuple[str, str] = ("", "")  # (tenant, upstream task id): what a callback names
     woken: bool = False  # a callback said the task ended: poll now, not after the pause
     nap: asyncio.Future[None] | None = None  # the pause in progress, ended early by a wake
+    woken_by: set[asyncio.Future[None]] = field(default_factory=set)  # its waiters' wake-ups, set when `done` is
+
+
+def _wake(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _wake_all(futures: set[asyncio.Future[None]]) -> None:
+    for future in futures:
+        _wake(future)
+
+
+def _wake_waiters(futures: set[asyncio.Future[None]], _done: asyncio.Future[Any]) -> None:
+    """`loop.done`'s callback: its task ended (or its loop did), so every one of its waiters returns."""
+    _wake_all(futures)
 
 
 class TaskWaits:
@@ -69,13 +86,12 @@ class TaskWaits:
         self._on_poll = on_poll
         self._ending = ending  # set at the drain: every wait answers its last status then
         self._ended: asyncio.Task[Any] | None = None  # one watcher of `ending` for all waiters
+        self._waiting: set[asyncio.Future[None]] = set()  # every waiter's wake-up, set at the drain
 
-    def _ending_future(self) -> asyncio.Future[Any] | None:
-        if self._ending is None:
-            return None
-        if self._ended is None:
+    def _watch_ending(self) -> None:
+        if self._ending is not None and self._ended is None:
             self._ended = asyncio.ensure_future(self._ending.wait())
-        return self._ended
+            self._ended.add_done_callback(lambda _: _wake_all(self._waiting))
 
     @property
     def active_loops(self) -> int:
@@ -102,14 +118,21 @@ class TaskWaits:
         loop = self._loops.get(key)
         if loop is None or loop.done.done():
             loop = _Loop(done=asyncio.get_running_loop().create_future(), task_key=task)
+            loop.done.add_done_callback(functools.partial(_wake_waiters, loop.woken_by))
             self._loops[key] = loop
             self._by_task.setdefault(task, set()).add(key)
             loop.task = asyncio.create_task(self._run(key, loop, poll))
         loop.waiters += 1
-        ended = self._ending_future()
+        aio = asyncio.get_running_loop()
+        # This waiter's one wake-up, whichever comes first: the task's end, its time, the drain.
+        woken: asyncio.Future[None] = aio.create_future()
+        loop.woken_by.add(woken)
+        self._waiting.add(woken)
+        timer = aio.call_later(max(wait_seconds, 0.0), _wake, woken)
+        self._watch_ending()
         try:
-            until: list[asyncio.Future[Any]] = [loop.done] if ended is None else [loop.done, ended]
-            await asyncio.wait(until, timeout=max(wait_seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
+            if not loop.done.done() and not (self._ending is not None and self._ending.is_set()):
+                await woken
             if loop.done.done():
                 return loop.done.result()
             if not loop.looked.is_set():
@@ -129,6 +152,9 @@ class TaskWaits:
             assert loop.error is not None
             raise loop.error  # the time ran out and every poll failed for a moment
         finally:
+            timer.cancel()
+            loop.woken_by.discard(woken)
+            self._waiting.discard(woken)
             loop.waiters -= 1
             if loop.waiters == 0 and not loop.done.done():
                 self._end(key, loop)
