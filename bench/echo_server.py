@@ -3,7 +3,8 @@
 It serves `launch_gateway.v1.EndpointService/Predict` (so one pre-framed h2load body drives both),
 parses the request, echoes its `args` as JSON text and does nothing else, on uvloop as the gateway
 does. Its StreamPredict sends `args.n` ready-made messages as fast as grpc.aio writes them: the
-ceiling for the gateway's streaming relay.
+ceiling for the gateway's streaming relay. Its WaitAsyncTask never answers: the memory grpc.aio
+itself holds per call in flight, the floor under the gateway's waiters.
 `python -m bench.echo_server --port 0` prints `echo server listening on HOST:PORT`.
 """
 
@@ -30,6 +31,13 @@ class EchoService(pb_grpc.EndpointServiceServicer):
             response=pb.EndpointResponse(status=pb.TASK_STATUS_SUCCESS, result=result, status_code=200)
         )
 
+    async def WaitAsyncTask(  # noqa: N802
+        self, request: pb.WaitAsyncTaskRequest, context: Any
+    ) -> pb.WaitAsyncTaskResponse:
+        """A call that stays pending until its caller leaves: what grpc.aio itself holds per call in flight."""
+        await asyncio.Event().wait()
+        return pb.WaitAsyncTaskResponse()  # pragma: no cover - never set
+
     async def StreamPredict(  # noqa: N802
         self, request: pb.StreamPredictRequest, context: Any
     ) -> AsyncIterator[pb.StreamPredictResponse]:
@@ -42,7 +50,10 @@ class EchoService(pb_grpc.EndpointServiceServicer):
 
 async def serve_servicer(servicer: pb_grpc.EndpointServiceServicer, name: str, host: str, port: int) -> None:
     """Serve `servicer` alone on a plain grpc.aio server; its first line says `<name> listening on HOST:PORT`."""
-    server = grpc.aio.server()
+    # The gateway's own pending-request limits (app.server_options), so 10,000 calls at once are all taken.
+    server = grpc.aio.server(
+        options=[("grpc.server.max_pending_requests", 10000), ("grpc.server.max_pending_requests_hard_limit", 30000)]
+    )
     pb_grpc.add_EndpointServiceServicer_to_server(servicer, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
