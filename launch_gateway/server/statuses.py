@@ -205,51 +205,79 @@ class _CallEnded(Exception):
     deadline passed), and cancels the handler's task a moment later. No status can be sent."""
 
 
-@contextlib.asynccontextmanager
-async def _guarded(
-    svc: Observed, method: str, kind: Kind, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-) -> AsyncIterator[CallRecord]:
+class _Guarded:
     """One RPC inside its boundary: opened, refused while draining or undecodable, measured when it
-    ends however it ends, and every failure turned into its status. The one mechanism for every kind."""
-    metadata = context.invocation_metadata()
-    record = svc.telemetry.begin(method, kind, metadata_value(metadata, "x-request-id"))
-    record.metadata = metadata
-    tracing = svc.telemetry.tracing
-    span = tracing.server_span(method, metadata) if tracing is not None else None  # None: tracing is off
-    del metadata  # the record holds it until admission has read it; this frame lives as long as the call
-    task = asyncio.current_task()
-    svc.drain.enter(task, stream=kind == "stream")
-    code = Code.OK
-    try:
-        if svc.drain.draining:
-            raise ShuttingDown()
-        if isinstance(request, Undecodable):
-            raise request.error
-        yield record
-    except GatewayError as exc:
-        code = exc.code
-        record.error_class = exc.error_class
-        await abort(context, exc, record)
-    except _CallEnded:
-        code = Code.CANCELLED
-        raise asyncio.CancelledError from None  # what grpc would have sent this task a moment later
-    except asyncio.CancelledError:
-        if kind != "stream" or not svc.drain.draining or task is None:
+    ends however it ends, and every failure turned into its status. The one mechanism for every kind.
+
+    A class, not an async generator: the generator, its manager and the loop's record of it were
+    ~1 KB per call in flight, and a wait can be in flight for minutes.
+    """
+
+    __slots__ = ("_context", "_kind", "_method", "_record", "_request", "_span", "_svc", "_task")
+
+    def __init__(
+        self, svc: Observed, method: str, kind: Kind, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        self._svc = svc
+        self._method = method
+        self._kind = kind
+        self._request = request
+        self._context = context
+
+    async def __aenter__(self) -> CallRecord:
+        svc = self._svc
+        metadata = self._context.invocation_metadata()
+        record = self._record = svc.telemetry.begin(self._method, self._kind, metadata_value(metadata, "x-request-id"))
+        record.metadata = metadata  # admission reads it there, once, and lets it go
+        tracing = svc.telemetry.tracing
+        self._span = tracing.server_span(self._method, metadata) if tracing is not None else None  # None: off
+        self._task = asyncio.current_task()
+        svc.drain.enter(self._task, stream=self._kind == "stream")
+        request, self._request = self._request, None  # not held for the call's life
+        try:
+            if svc.drain.draining:
+                raise ShuttingDown()
+            if isinstance(request, Undecodable):
+                raise request.error
+        except BaseException as exc:
+            await self._end(exc)
+            raise  # pragma: no cover - _end always raises for an exception
+        return record
+
+    async def __aexit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
+        await self._end(exc)
+
+    async def _end(self, exc: BaseException | None) -> None:
+        """End the call: its status from `exc` (None: OK), then its measures, whatever happens."""
+        svc, record, task, context = self._svc, self._record, self._task, self._context
+        code = Code.OK
+        try:
+            if exc is not None:
+                raise exc
+        except GatewayError as error:
+            code = error.code
+            record.error_class = error.error_class
+            await abort(context, error, record)
+        except _CallEnded:
             code = Code.CANCELLED
-            raise
-        task.uncancel()  # our own cancellation of an open stream: the caller is still there and gets a status
-        error = ShuttingDown()
-        code = error.code
-        record.error_class = error.error_class
-        await abort(context, error, record)
-    except Exception as exc:
-        code = Code.INTERNAL
-        await abort(context, _internal(method, exc), record)
-    finally:
-        svc.drain.leave(task)
-        record.finish(code)
-        if span is not None:
-            span.end(code)
+            raise asyncio.CancelledError from None  # what grpc would have sent this task a moment later
+        except asyncio.CancelledError:
+            if self._kind != "stream" or not svc.drain.draining or task is None:
+                code = Code.CANCELLED
+                raise
+            task.uncancel()  # our own cancellation of an open stream: the caller is still there and gets a status
+            shutting = ShuttingDown()
+            code = shutting.code
+            record.error_class = shutting.error_class
+            await abort(context, shutting, record)
+        except Exception as bug:
+            code = Code.INTERNAL
+            await abort(context, _internal(self._method, bug), record)
+        finally:
+            svc.drain.leave(task)
+            record.finish(code)
+            if self._span is not None:
+                self._span.end(code)
 
 
 @overload
@@ -282,7 +310,7 @@ def boundary(kind: Kind) -> Callable[[Any], Any]:
 
             @functools.wraps(handler)
             async def stream(svc: Svc, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> None:
-                async with _guarded(svc, method, kind, request, context) as record:
+                async with _Guarded(svc, method, kind, request, context) as record:
                     sent = 0
                     try:
                         async with contextlib.aclosing(handler(svc, request, context)) as messages:
@@ -302,7 +330,7 @@ def boundary(kind: Kind) -> Callable[[Any], Any]:
 
         @functools.wraps(handler)
         async def unary(svc: Svc, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
-            async with _guarded(svc, method, kind, request, context) as record:
+            async with _Guarded(svc, method, kind, request, context) as record:
                 response: Resp = await handler(svc, request, context)
                 record.meter.sent()
                 return response
