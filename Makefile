@@ -67,6 +67,7 @@ proto-check: $(STAMP)
 
 ## bench: the gateway against its references (bare grpc.aio echo, the local Launch server); a table and bench/results/
 bench: $(STAMP) system-deps
+	$(BIN)/pip install --quiet 'py-spy==0.4.3'  # the profile section's sampler (a development tool, not a dependency)
 	$(BIN)/python -m bench
 
 ## soak: 3 minutes of mixed traffic through a gateway in front of a failing local Launch server; checks invariants;
