@@ -146,6 +146,32 @@ async def test_a_failing_callers_url_is_retried_by_launch(make_stack: StackFacto
     assert callbacks_counted(stack.gateway, "forwarded") == 1
 
 
+async def test_a_redirect_from_the_callers_url_is_not_followed(
+    make_stack: StackFactory, raw_upstream: RawUpstream
+) -> None:
+    reached: list[str] = []
+
+    async def inside(request: web.Request) -> web.Response:
+        reached.append(request.path)
+        return web.json_response({})
+
+    hidden = await raw_upstream(inside)
+    tries: list[int] = []
+
+    async def redirecting(request: web.Request) -> web.Response:
+        tries.append(1)
+        raise web.HTTPTemporaryRedirect(f"{hidden}/internal")
+
+    url = await raw_upstream(redirecting)
+    gate = Gate()
+    stack = await callback_stack(make_stack, gate)
+    await submit(stack.stub, callback_url=f"{url}/hook")
+    gate.open.set()
+    await wait_for(lambda: callbacks_counted(stack.gateway, "forward_failed") == 3, within=10, what="Launch's 3 tries")
+    assert len(tries) == 3
+    assert reached == []  # the redirect's target was never called
+
+
 async def post(url: str, body: Any) -> tuple[int, str]:
     async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
         return response.status, await response.text()

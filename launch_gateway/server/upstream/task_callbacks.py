@@ -241,7 +241,7 @@ class CallbackReceiver:
             body = json.loads(await request.read())
         except web.HTTPRequestEntityTooLarge:
             return self._answer("refused", 413, "callback body too large")
-        except ValueError:
+        except (ValueError, RecursionError):
             return self._answer("refused", 400, "the body is not JSON")
         task_id = body.get("task_id") if isinstance(body, dict) else None
         if not isinstance(task_id, str) or not is_upstream_task_id(task_id):
@@ -271,9 +271,11 @@ class CallbackReceiver:
         if authorization:
             headers["Authorization"] = authorization
         try:
-            async with self._session.post(grant.forward_to, data=body, headers=headers) as response:
-                await response.read()
-                status = response.status
+            # Not redirected: a redirect could point past the fence. Only the status is read, not the body.
+            async with self._session.post(
+                grant.forward_to, data=body, headers=headers, allow_redirects=False
+            ) as answer:
+                status = answer.status
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("callback not forwarded to %s: %s", where, type(exc).__name__)
             return self._answer("forward_failed", 502, "the caller's callback URL did not answer")
