@@ -367,6 +367,8 @@ def _check(s: Settings, problems: _Problems) -> None:
     public = s.callbacks.public_url
     why = f"must be an http:// or https:// URL with no query or fragment, not {public!r}"
     rule(bool(public) and not _plain_base_url(public), "callbacks.public_url", why)
+    why = "must be a fixed port when server.workers > 1: the workers share it, and callbacks.public_url names it"
+    rule(bool(public) and s.callbacks.receiver_port == 0 and s.server.workers > 1, "callbacks.receiver_port", why)
     ratio, endpoint = s.tracing.sample_ratio, s.tracing.otlp_endpoint
     rule(not 0 <= ratio <= 1, "tracing.sample_ratio", f"must be within 0..1, not {ratio}")
     why = f"must start with http:// or https://, not {endpoint!r}"

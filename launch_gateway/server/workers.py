@@ -51,6 +51,8 @@ async def run_workers(settings: Settings, argv: Sequence[str], env: Mapping[str,
     refuse_busy_port("server.port", settings.server.host, settings.server.port)
     if settings.metrics.enabled:
         refuse_busy_port("metrics.port", settings.metrics.host, settings.metrics.port)
+    if settings.callbacks.public_url:
+        refuse_busy_port("callbacks.receiver_port", settings.callbacks.receiver_host, settings.callbacks.receiver_port)
     port = settings.server.port or free_port(settings.server.host)
     metrics_port = settings.metrics.port or free_port(settings.metrics.host)
     folder = tempfile.mkdtemp(prefix="launch-gateway-metrics-")

@@ -292,3 +292,8 @@ def test_the_receiver_needs_the_handle_secrets_to_seal_its_urls() -> None:
     with pytest.raises(ConfigError) as raised:
         build_settings({"callbacks": {"public_url": "https://gw.example.com/cb?x=1"}})
     assert "callbacks.public_url: must be an http:// or https:// URL with no query" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        build_settings(
+            {"server": {"workers": 2}, "callbacks": {"public_url": "https://gw.example.com", "receiver_port": 0}}
+        )
+    assert "callbacks.receiver_port: must be a fixed port when server.workers > 1" in str(raised.value)

@@ -45,11 +45,11 @@ def listener(port: int = 0) -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-async def serve_exit(*args: str, within: float = 30) -> tuple[int, list[str]]:
+async def serve_exit(*args: str, within: float = 30, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
     """`launch-gateway serve ARGS` that should refuse to start: its exit code and standard error lines."""
     process = await asyncio.create_subprocess_exec(
         LAUNCH_GATEWAY, "serve", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=serve_env(), start_new_session=True,
+        env=serve_env(env), start_new_session=True,
     )  # fmt: skip
     try:
         out, err = await asyncio.wait_for(process.communicate(), within)
@@ -88,6 +88,19 @@ async def test_serve_on_a_grpc_port_another_program_holds_exits_naming_the_port(
         code, lines = await serve_exit("--upstream", "http://127.0.0.1:1", "--port", str(port), "--metrics.port", "0")
     assert code == 1
     assert_one_line(lines, f"launch-gateway: server.port: cannot listen on 127.0.0.1:{port} (Address already in use)")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"], ids=["one-process", "workers"])
+async def test_a_callback_receiver_port_in_use_is_one_line_naming_it(workers: str) -> None:
+    with listener() as port:
+        code, lines = await serve_exit(
+            "--upstream", "http://127.0.0.1:1", "--port", "0", "--metrics.port", "0", "--workers", workers,
+            "--callbacks.public_url", f"http://127.0.0.1:{port}", "--callbacks.receiver_port", str(port),
+            env={"LAUNCH_GATEWAY_HANDLE_SECRETS": "a-handle-secret-0123456789"},
+        )  # fmt: skip
+    assert code == 1
+    expected = f"launch-gateway: callbacks.receiver_port: cannot listen on 127.0.0.1:{port} (Address already in use)"
+    assert_one_line(lines, expected)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"], ids=["one-process", "workers"])
