@@ -46,12 +46,12 @@ class _Loop:
     looked: asyncio.Event = field(default_factory=asyncio.Event)  # set once a first poll has ended
     latest: pb.EndpointResponse | None = None  # the last answer
     error: GatewayError | None = None  # the last transient failure
-    waiters: int = 0
     task: asyncio.Task[None] | None = None
     task_key: tuple[str, str] = ("", "")  # (tenant, upstream task id): what a callback names
     woken: bool = False  # a callback said the task ended: poll now, not after the pause
     nap: asyncio.Future[None] | None = None  # the pause in progress, ended early by a wake
-    woken_by: set[asyncio.Future[None]] = field(default_factory=set)  # its waiters' wake-ups, set when `done` is
+    # Each waiter's one wake-up (set when `done` is, at its own time, or at the drain); how many wait is its size.
+    answers: set[asyncio.Future[None]] = field(default_factory=set)
 
 
 def _wake(future: asyncio.Future[Any]) -> None:
@@ -64,7 +64,7 @@ def _wake_all(futures: set[asyncio.Future[None]]) -> None:
         _wake(future)
 
 
-def _wake_waiters(futures: set[asyncio.Future[None]], _done: asyncio.Future[Any]) -> None:
+def _answer_waiters(futures: set[asyncio.Future[None]], _done: asyncio.Future[Any]) -> None:
     """`loop.done`'s callback: its task ended (or its loop did), so every one of its waiters returns."""
     _wake_all(futures)
 
@@ -86,12 +86,16 @@ class TaskWaits:
         self._on_poll = on_poll
         self._ending = ending  # set at the drain: every wait answers its last status then
         self._ended: asyncio.Task[Any] | None = None  # one watcher of `ending` for all waiters
-        self._waiting: set[asyncio.Future[None]] = set()  # every waiter's wake-up, set at the drain
 
     def _watch_ending(self) -> None:
         if self._ending is not None and self._ended is None:
             self._ended = asyncio.ensure_future(self._ending.wait())
-            self._ended.add_done_callback(lambda _: _wake_all(self._waiting))
+            self._ended.add_done_callback(lambda _: self._answer_all())
+
+    def _answer_all(self) -> None:
+        """The drain: every wait answers now (a loop that has ended has answered its waiters already)."""
+        for loop in self._loops.values():
+            _wake_all(loop.answers)
 
     @property
     def active_loops(self) -> int:
@@ -118,16 +122,14 @@ class TaskWaits:
         loop = self._loops.get(key)
         if loop is None or loop.done.done():
             loop = _Loop(done=asyncio.get_running_loop().create_future(), task_key=task)
-            loop.done.add_done_callback(functools.partial(_wake_waiters, loop.woken_by))
+            loop.done.add_done_callback(functools.partial(_answer_waiters, loop.answers))
             self._loops[key] = loop
             self._by_task.setdefault(task, set()).add(key)
             loop.task = asyncio.create_task(self._run(key, loop, poll))
-        loop.waiters += 1
         aio = asyncio.get_running_loop()
         # This waiter's one wake-up, whichever comes first: the task's end, its time, the drain.
         woken: asyncio.Future[None] = aio.create_future()
-        loop.woken_by.add(woken)
-        self._waiting.add(woken)
+        loop.answers.add(woken)
         timer = aio.call_later(max(wait_seconds, 0.0), _wake, woken)
         self._watch_ending()
         try:
@@ -153,10 +155,8 @@ class TaskWaits:
             raise loop.error  # the time ran out and every poll failed for a moment
         finally:
             timer.cancel()
-            loop.woken_by.discard(woken)
-            self._waiting.discard(woken)
-            loop.waiters -= 1
-            if loop.waiters == 0 and not loop.done.done():
+            loop.answers.discard(woken)
+            if not loop.answers and not loop.done.done():
                 self._end(key, loop)
 
     def wake(self, tenant: str, upstream_id: str) -> int:
