@@ -137,12 +137,6 @@ class _Connection(asyncio.Protocol):
         else:
             self.on_message_complete()  # a body the connection's close ends
 
-    def pause_writing(self) -> None:  # requests are small; nothing to pause
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
     # --- httptools callbacks ---------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -211,8 +205,9 @@ class _Connection(asyncio.Protocol):
         await self._done
         return b"".join(self._chunks)
 
-    async def chunk(self, quiet: float) -> bytes:
-        """The next bytes of a streamed body, b"" at its end; TimeoutError after `quiet` seconds of nothing."""
+    async def chunk(self, quiet: float | None) -> bytes:
+        """The next bytes of a streamed body, b"" at its end; TimeoutError after `quiet` seconds of nothing
+        (None: no limit of its own)."""
         while not self._chunks:
             if self._complete:
                 assert self._done is not None
@@ -238,23 +233,23 @@ class _Connection(asyncio.Protocol):
 _STREAMED = 1 << 62  # max_body of a streamed answer: the reader takes the bytes as they come
 
 
-class StreamedResponse:
+class StreamedResponse(Response):
     """An answer whose body is read as it arrives (`chunk`); `release()` when done with it."""
 
-    def __init__(self, pool: Upstream, connection: _Connection, response: Response) -> None:
-        self.status = response.status
-        self.headers = response.headers
-        self.content_type = response.content_type
+    __slots__ = ("_connection", "_pool")
+
+    def __init__(self, pool: Upstream, connection: _Connection, head: Response) -> None:
+        super().__init__(head.status, head.headers)
         self._pool = pool
         self._connection = connection
 
-    async def chunk(self, quiet: float) -> bytes:
+    async def chunk(self, quiet: float | None) -> bytes:
         return await self._connection.chunk(quiet)
 
     async def read(self, max_body: int) -> bytes:
-        """The rest of the body, refused past `max_body` bytes (for an error answer)."""
+        """The rest of the body, refused past `max_body` bytes (for an error answer; bound it outside)."""
         parts, size = [], 0
-        while data := await self.chunk(quiet=3600.0):
+        while data := await self.chunk(quiet=None):
             size += len(data)
             if size > max_body:
                 raise BodyTooLarge(f"more than {max_body} bytes")

@@ -116,7 +116,7 @@ _URL_ENTRIES = 1024  # the URL cache: at most this many entries...
 _URL_KEY_CHARS = 512  # ...of at most this many characters of route and query each
 
 
-def raise_for_status(method: str, route: str, response: http1.Response | http1.StreamedResponse, body: bytes) -> None:
+def raise_for_status(method: str, route: str, response: http1.Response, body: bytes) -> None:
     """Raise the error for a non-2xx answer, through the one HTTP table; nothing for a 2xx."""
     if response.status >= 300:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
