@@ -129,7 +129,9 @@ async def test_the_callback_goes_on_to_the_callers_url_with_its_auth_and_its_tas
     assert callbacks_counted(stack.gateway, "forwarded") == 1
 
 
-async def test_a_failing_callers_url_is_retried_by_launch(make_stack: StackFactory, raw_upstream: RawUpstream) -> None:
+async def test_a_failing_callers_url_is_retried_by_launch(
+    make_stack: StackFactory, raw_upstream: RawUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
     tries: list[str] = []
 
     async def flaky(request: web.Request) -> web.Response:
@@ -139,11 +141,13 @@ async def test_a_failing_callers_url_is_retried_by_launch(make_stack: StackFacto
     url = await raw_upstream(flaky)
     gate = Gate()
     stack = await callback_stack(make_stack, gate)
-    await submit(stack.stub, callback_url=f"{url}/hook")
+    await submit(stack.stub, callback_url=f"{url}/hook-path?token=s3cret")
     gate.open.set()
     await wait_for(lambda: len(tries) == 2, within=10, what="Launch's second try, after the gateway answered 502")
     assert callbacks_counted(stack.gateway, "forward_failed") == 1
     assert callbacks_counted(stack.gateway, "forwarded") == 1
+    logged = [r.getMessage() for r in caplog.records if "forwarded to" in r.getMessage()]
+    assert logged == [f"callback forwarded to {url} answered HTTP 503"]  # scheme, host and port: no path or query
 
 
 async def test_a_redirect_from_the_callers_url_is_not_followed(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -27,7 +26,7 @@ from grpc_health.v1._async import HealthServicer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from launch_gateway.server.clock import Clock
-from launch_gateway.server.errors import ListenError
+from launch_gateway.server.http_sites import listen
 
 log = logging.getLogger("launch_gateway")
 
@@ -162,15 +161,7 @@ class OpsServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_port=self._reuse_port or None)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self.stop()
-            why = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise ListenError("metrics.port", f"{self._host}:{self._port}", why) from exc
+        self._runner = await listen(app, self._host, self._port, "metrics.port", self._reuse_port)
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:

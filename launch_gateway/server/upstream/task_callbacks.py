@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,10 +44,12 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from launch_gateway.server.access.callbacks import parse_callback_url
 from launch_gateway.server.access.handles import TaskHandles, TaskRef
 from launch_gateway.server.access.tenants import Tenant
 from launch_gateway.server.clock import Clock
-from launch_gateway.server.errors import GatewayError, ListenError
+from launch_gateway.server.errors import GatewayError
+from launch_gateway.server.http_sites import listen
 from launch_gateway.server.settings import CallbackSettings
 from launch_gateway.server.upstream.translate import is_upstream_task_id
 from launch_gateway.server.upstream.waits import TaskWaits
@@ -207,16 +208,8 @@ class CallbackReceiver:
     async def start(self, reuse_port: bool = False) -> None:
         app = web.Application(client_max_size=self._max_body)
         app.router.add_post(ROUTE + "{token}", self._callback)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
         host, port = self._settings.receiver_host, self._settings.receiver_port
-        site = web.TCPSite(self._runner, host, port, reuse_port=reuse_port or None)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self.stop()
-            why = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise ListenError("callbacks.receiver_port", f"{host}:{port}", why) from exc
+        self._runner = await listen(app, host, port, "callbacks.receiver_port", reuse_port)
         self.port = self._runner.addresses[0][1]
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._settings.forward_timeout))
 
@@ -286,6 +279,10 @@ class CallbackReceiver:
 
 
 def _shown(url: str) -> str:
-    """A callback URL as logs may show it: scheme and host only (its path or query may hold a secret)."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0].rsplit('@', 1)[-1]}"
+    """A callback URL as logs may show it: scheme, host and port only (its path or query may hold a secret),
+    by the one reading of callback URLs (it was read so at SubmitAsync)."""
+    try:
+        target = parse_callback_url(url)
+    except GatewayError:
+        return "the caller's callback URL"
+    return f"{target.scheme}://{target.host}:{target.port}"
