@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 ACCESS = logging.getLogger("launch_gateway.access")
 
@@ -96,7 +96,6 @@ class BufferedHandler(logging.Handler):
     def __init__(self, stream: TextIO, formatter: Formatter) -> None:
         super().__init__()
         self.setFormatter(formatter)
-        self.formatter_of_lines = formatter
         self._stream = stream
         self._lines: list[str] = []
 
@@ -108,6 +107,11 @@ class BufferedHandler(logging.Handler):
             return
         if len(self._lines) >= CAPACITY or record.levelno >= logging.WARNING:
             self.flush()
+
+    @property
+    def lines(self) -> Formatter:
+        """The formatter, as the one that makes lines from parts too (`access`)."""
+        return cast(Formatter, self.formatter)
 
     def write(self, line: str) -> None:
         """One line formatted by the caller (the access log's)."""
@@ -154,7 +158,7 @@ def access(fields: Mapping[str, Any]) -> None:
         return
     handler = _handler
     if handler is not None and logging.getLogger().handlers == [handler] and not ACCESS.handlers:
-        handler.write(handler.formatter_of_lines.line(time.time(), "info", ACCESS.name, "rpc", fields))
+        handler.write(handler.lines.line(time.time(), "info", ACCESS.name, "rpc", fields))
     else:
         ACCESS.info("rpc", extra={"fields": fields})
 
