@@ -309,49 +309,43 @@ async def measure(harness: Harness) -> None:
         reference_name=ref,
         reference=[r.upstream_gets_per_task for r in one],
     )
-    for q in (50, 99, 100):
-        name = "max" if q == 100 else f"p{q}"
-        add(
-            SECTION,
-            f"task finished -> waiter returned, {name}, {label}",
-            "ms",
-            [percentile(r.delays_ms, q) for r in shared],
-            reference_name=f"{ref}, {name}",
-            reference=[percentile(r.delays_ms, q) for r in one],
-            note="one Python client process receives every answer; polling only",
-        )
-    for q in (50, 99, 100):
-        name = "max" if q == 100 else f"p{q}"
-        add(
-            SECTION,
-            f"task finished -> waiter returned, {name}, {label}, Launch's callback",
-            "ms",
-            [percentile(r.delays_ms, q) for r in woken],
-            reference_name=f"polling only, {name}",
-            reference=[percentile(r.delays_ms, q) for r in shared],
-            target="<= 50 ms" if q == 99 else "",
-            check=(lambda f: f.value.median <= 50) if q == 99 else None,
-            note="the receiver on (callbacks.public_url): each task's callback wakes its loop",
-        )
-    for q in (50, 99):
-        add(
-            SECTION,
-            f"task finished -> its one waiter returned, p{q}, one task at a time, Launch's callback",
-            "ms",
-            [percentile(run, q) for run in single],
-            target="<= 50 ms" if q == 99 else "",
-            check=(lambda f: f.value.median <= 50) if q == 99 else None,
-            note=f"{sizes.callback_tasks} tasks one after another, each gate opened 0.3-0.75 s into its wait",
-        )
-    for q in (50, 99):
-        add(
-            SECTION,
-            f"task finished -> first of its waiters returned, p{q}, Launch's callback",
-            "ms",
-            [percentile(r.first_delays_ms, q) for r in woken],
-            reference_name=f"polling only, p{q}",
-            reference=[percentile(r.first_delays_ms, q) for r in shared],
-        )
+
+    def delays(
+        title: str,
+        runs: list[list[float]],
+        ref_name: str = "",
+        refs: list[list[float]] | None = None,
+        quantiles: tuple[int, ...] = (50, 99),
+        p99_target: bool = False,
+        note: str = "",
+    ) -> None:
+        """Delay percentiles, one row each; `title` and `ref_name` take the percentile's name as `{q}`."""
+        for q in quantiles:
+            name = "max" if q == 100 else f"p{q}"
+            add(
+                SECTION,
+                "task finished -> " + title.format(q=name),
+                "ms",
+                [percentile(run, q) for run in runs],
+                reference_name=ref_name.format(q=name),
+                reference=None if refs is None else [percentile(run, q) for run in refs],
+                target="<= 50 ms" if p99_target and q == 99 else "",
+                check=(lambda f: f.value.median <= 50) if p99_target and q == 99 else None,
+                note=note,
+            )
+
+    polled, called = [r.delays_ms for r in shared], [r.delays_ms for r in woken]
+    everyone = (50, 99, 100)
+    only = "one Python client process receives every answer; polling only"
+    delays(f"waiter returned, {{q}}, {label}", polled, f"{ref}, {{q}}", [r.delays_ms for r in one], everyone, note=only)
+    woke = "the receiver on (callbacks.public_url): each task's callback wakes its loop"
+    title = f"waiter returned, {{q}}, {label}, Launch's callback"
+    delays(title, called, "polling only, {q}", polled, everyone, p99_target=True, note=woke)
+    alone = f"{sizes.callback_tasks} tasks one after another, each gate opened 0.3-0.75 s into its wait"
+    delays("its one waiter returned, {q}, one task at a time, Launch's callback", single, p99_target=True, note=alone)
+    firsts_polled = [r.first_delays_ms for r in shared]
+    firsts_woken = [r.first_delays_ms for r in woken]
+    delays("first of its waiters returned, {q}, Launch's callback", firsts_woken, "polling only, {q}", firsts_polled)
     add(
         SECTION,
         f"upstream polls per task, {label}, Launch's callback",
@@ -373,15 +367,7 @@ async def measure(harness: Harness) -> None:
         check=lambda f: f.ratio is not None and f.ratio.median <= 1.0,
         note="the loops start with the first waiters; the interval is the default backoff's at the gate",
     )
-    for q in (50, 99):
-        add(
-            SECTION,
-            f"task finished -> first of its waiters returned, p{q}",
-            "ms",
-            [percentile(r.first_delays_ms, q) for r in shared],
-            reference_name=f"{ref}, p{q}",
-            reference=[percentile(r.first_delays_ms, q) for r in one],
-        )
+    delays("first of its waiters returned, {q}", firsts_polled, f"{ref}, {{q}}", [r.first_delays_ms for r in one])
     add(
         SECTION,
         f"gateway RSS with {label} in flight",
