@@ -96,10 +96,17 @@ def test_the_direct_access_line_is_the_line_a_record_would_make(fmt: str, monkey
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
     fields = {"method": "Predict", "grpc_code": "OK", "duration_ms": 1.5, "tenant": "", "request_id": "a b"}
+    records: list[logging.LogRecord] = []
+    access_logger = logging.getLogger("launch_gateway.access")
+    monkeypatch.setattr(
+        access_logger, "handle", lambda record: records.append(record) or logging.Logger.handle(access_logger, record)
+    )
     try:
         configure_logging("INFO", fmt)
         access(fields)  # the handler configure_logging made is the only one: formatted at once, no record
-        logging.getLogger("launch_gateway.access").info("rpc", extra={"fields": fields})  # the record path
+        assert records == []
+        access_logger.info("rpc", extra={"fields": fields})  # the record path
+        assert len(records) == 1
         flush_logs()
     finally:
         root.handlers[:], _ = saved
