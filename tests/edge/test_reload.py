@@ -23,18 +23,28 @@ KEY_C = "gw-key-team-a-rotated-555"
 ECHO = pb.PredictRequest(endpoint_name="echo", request=pb.EndpointRequest(args_json="{}"))
 
 
-def config_text(key: str, extra: str = "") -> str:
+def config_text(
+    key: str,
+    extra: str = "",
+    *,
+    reload_interval: float = 3600.0,
+    auth: str = "",
+    endpoints: str = '["echo", "sleep"]',
+    tenant: str = 'upstream_key_env = "TEAM_A_LAUNCH_KEY"',
+) -> str:
+    """team-a, known by `key`, in a file checked every `reload_interval` s, with `auth`, `tenant` and `extra` lines."""
     return f"""
 [server]
 port = 0
 [metrics]
 port = 0
 [auth]
-reload_interval = 3600.0
+reload_interval = {reload_interval}
+{auth}
 [tenants.team-a]
 api_key_hashes = ["{hash_key(key)}"]
-endpoints = ["echo", "sleep"]
-upstream_key_env = "TEAM_A_LAUNCH_KEY"
+endpoints = {endpoints}
+{tenant}
 {extra}
 """
 
@@ -97,19 +107,7 @@ async def test_a_changed_file_is_picked_up_without_a_signal(make_stack: StackFac
 
 def secrets_config(auth: str, tenant: str = 'upstream_key_env = "TEAM_A_LAUNCH_KEY"') -> str:
     """team-a in a file that is watched every 20 ms, with `auth` and `tenant` lines added."""
-    return f"""
-[server]
-port = 0
-[metrics]
-port = 0
-[auth]
-reload_interval = 0.02
-{auth}
-[tenants.team-a]
-api_key_hashes = ["{hash_key(KEY_A)}"]
-endpoints = ["echo", "echo-async"]
-{tenant}
-"""
+    return config_text(KEY_A, reload_interval=0.02, auth=auth, endpoints='["echo", "echo-async"]', tenant=tenant)
 
 
 async def test_a_handle_secret_removed_from_its_file_stops_verifying_without_sighup(
